@@ -1,0 +1,48 @@
+"""Command-line interface: one module per sub-command, each with ``add_arguments`` and ``run``.
+
+``python -m stgcma --help`` lists the commands. A command that fails on bad input prints one line
+(``error: ...``) to stderr and exits with status 2; it never shows a traceback for an input problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module under stgcma.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "params": ("params", "parameter counts of the named presets next to the paper's"),
+    "inspect": ("inspect_cmd", "print a video's media facts and exactly what the model will see"),
+    "synth": ("synth", "write a SynthAV dataset (mp4 clips + labels) to a folder"),
+    "bench": ("bench", "speed benchmarks that print ratios"),
+}
+
+
+class UserError(Exception):
+    """An input problem to report as one line, without a traceback."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stgcma", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(f"stgcma.cli.{module_name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"stgcma.cli.{module_name}":
+                raise
+            continue
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
