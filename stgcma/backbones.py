@@ -1,0 +1,560 @@
+"""Frozen image backbones shared by the audio and the visual stream (STG-CMA, arXiv 2403.01862).
+
+This is the ONLY module that touches timm / open_clip internals. It turns a source model into a
+small uniform *trunk* made of the source's own modules (same tensors, no copies):
+
+- ``ViTTrunk``: patch embedding, class token, positional embedding, ``ln_pre``, a list of
+  ``ViTBlockParts`` (LN1, fused-SDPA attention, LN2, MLP) and the final norm.
+- ``SwinTrunk``: patch embedding, stages of ``SwinBlockParts`` (shifted-window attention with the
+  relative position bias) and patch merging, and the final norm.
+
+Each block part exposes the three frozen sub-layers STG-CMA needs: ``attend`` (spatial MSA on
+LN1(x)), ``attend_time`` (the same MSA weights along the time axis) and ``feed_forward`` (MLP on
+LN2(x)), plus ``group``/``ungroup``, the token partition inside which the spatial cross-modal
+attention runs (the whole frame for ViT, aligned windows for Swin).
+
+The audio stream gets its own frozen patch embedding derived from the image one (sum over RGB for
+ViT/CLIP, mean for Swin) and, for ViT, a positional embedding resampled to the audio patch grid.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stgcma.config import BackboneConfig, ConfigError, PreprocessConfig
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for but cannot be obtained; the message says how to provide them."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one named backbone from its source library."""
+
+    family: str  # "vit" or "swin"
+    library: str  # "open_clip" or "timm"
+    arch: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # our tag -> source pretrained tag
+    description: str = ""
+
+
+_TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+}
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "clip-vit-b16": BackboneSpec(
+        "vit", "open_clip", "ViT-B-16", {"force_quick_gelu": True}, {"openai": "openai"},
+        "OpenAI CLIP ViT-B/16 image tower (open_clip)",
+    ),
+    "clip-vit-l14": BackboneSpec(
+        "vit", "open_clip", "ViT-L-14", {"force_quick_gelu": True}, {"openai": "openai"},
+        "OpenAI CLIP ViT-L/14 image tower (open_clip)",
+    ),
+    "timm-clip-vit-l14": BackboneSpec(
+        "vit", "timm", "vit_large_patch14_clip_224", {}, {"openai": "openai"},
+        "OpenAI CLIP ViT-L/14 image tower (timm port)",
+    ),
+    "swin-b": BackboneSpec(
+        "swin", "timm", "swin_base_patch4_window7_224", {}, {"in22k": "ms_in22k"},
+        "Swin-B, window 7, 224 px, ImageNet-22k (timm)",
+    ),
+    "swin-l": BackboneSpec(
+        "swin", "timm", "swin_large_patch4_window7_224", {}, {"in22k": "ms_in22k"},
+        "Swin-L, window 7, 224 px, ImageNet-22k (timm)",
+    ),
+    "vit-test": BackboneSpec(
+        "vit", "timm", "vit_tiny_patch16_224",
+        {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+        {}, "4x4-patch toy ViT for tests (timm)",
+    ),
+    "clip-test": BackboneSpec("vit", "open_clip", "stgcma-clip-test", {}, {}, "toy CLIP tower for tests"),
+    "swin-test": BackboneSpec(
+        "swin", "timm", "swin_tiny_patch4_window7_224",
+        {"img_size": 32, "embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "window_size": 4},
+        {}, "two-stage toy Swin for tests (timm)",
+    ),
+    "synth-vit": BackboneSpec(
+        "vit", "timm", "vit_tiny_patch16_224",
+        {"img_size": 112, "patch_size": 16, "embed_dim": 192, "depth": 6, "num_heads": 3},
+        {}, "ViT-Tiny/16 at 112 px, 6 blocks: the embedded default's backbone (pretrained on SynthAV frames)",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared frozen sub-layers
+# ----------------------------------------------------------------------------------------------
+
+
+class FrozenAttention(nn.Module):
+    """Multi-head self-attention over a fused qkv projection, computed with SDPA.
+
+    ``qkv`` and ``proj`` are the source model's own Linear layers (shared tensors).
+    """
+
+    def __init__(self, qkv: nn.Linear, proj: nn.Linear, num_heads: int) -> None:
+        super().__init__()
+        self.qkv = qkv
+        self.proj = proj
+        self.num_heads = num_heads
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (..., N, D); bias: additive attention bias broadcastable to (..., heads, N, N)."""
+        *lead, N, D = x.shape
+        qkv = self.qkv(x).reshape(*lead, N, 3, self.num_heads, D // self.num_heads)
+        q, k, v = qkv.movedim(-3, 0).transpose(-2, -3).unbind(0)  # each (..., heads, N, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(-2, -3).reshape(*lead, N, D))
+
+
+def _linear_from(weight: nn.Parameter, bias: nn.Parameter | None) -> nn.Linear:
+    """An nn.Linear that shares (not copies) the given parameters."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    layer.weight = weight
+    if bias is not None:
+        layer.bias = bias
+    return layer
+
+
+class ViTBlockParts(nn.Module):
+    """The frozen sub-layers of one pre-norm ViT block (CLIP or timm)."""
+
+    def __init__(
+        self, ln1: nn.Module, attn: FrozenAttention, ls1: nn.Module, ln2: nn.Module, mlp: nn.Module,
+        ls2: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.ln1, self.attn, self.ls1 = ln1, attn, ls1
+        self.ln2, self.mlp, self.ls2 = ln2, mlp, ls2
+
+    @property
+    def num_heads(self) -> int:
+        return self.attn.num_heads
+
+    def attend(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """Spatial MSA(LN1(x)) over all tokens of a frame; x: (B*T, N, D)."""
+        return self.ls1(self.attn(self.ln1(x)))
+
+    def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """MSA(LN1(x)) along time; x: (B*N, T, D)."""
+        return self.ls1(self.attn(self.ln1(x), bias))
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """MLP(LN2(x)); x: (..., D)."""
+        return self.ls2(self.mlp(self.ln2(x)))
+
+    def group(self, h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return h
+
+    def ungroup(self, h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return h
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        x = x + self.attend(x)
+        return x + self.feed_forward(x)
+
+
+class Stage(nn.Module):
+    """Optional patch merging followed by the stage's blocks (a ViT is one stage without merging)."""
+
+    def __init__(self, downsample: nn.Module | None, blocks: list[SwinBlockParts], dim: int) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+        self.dim = dim
+
+    def merge(self, x: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch merging: (B, H*W, C) -> (B, H/2*W/2, 2C)."""
+        if self.downsample is None:
+            return x, grid
+        x = self.downsample(x.reshape(x.shape[0], *grid, x.shape[-1]))  # (B, H/2, W/2, 2C)
+        return x.flatten(1, 2), (grid[0] // 2, grid[1] // 2)
+
+
+class ViTTrunk(nn.Module):
+    """A frozen pre-norm ViT with a class token, as used by CLIP and timm."""
+
+    family = "vit"
+
+    def __init__(
+        self, patch_embed: nn.Conv2d, cls_token: torch.Tensor, pos_embed: torch.Tensor, ln_pre: nn.Module,
+        blocks: list[ViTBlockParts], norm: nn.Module, image_size: int,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = patch_embed
+        self.cls_token = cls_token if isinstance(cls_token, nn.Parameter) else nn.Parameter(cls_token)
+        self.pos_embed = pos_embed if isinstance(pos_embed, nn.Parameter) else nn.Parameter(pos_embed)
+        self.ln_pre = ln_pre
+        self.stages = nn.ModuleList([Stage(None, blocks, patch_embed.out_channels)])
+        self.norm = norm
+        self.image_size = image_size
+        self.patch_size = patch_embed.kernel_size[0]
+        self.embed_dim = patch_embed.out_channels
+        self.grid = (image_size // self.patch_size, image_size // self.patch_size)
+
+    @property
+    def blocks(self) -> list[ViTBlockParts]:
+        return list(self.stages[0].blocks)
+
+    @property
+    def stage_dims(self) -> list[int]:
+        return [self.embed_dim]
+
+    def embed(self, images: torch.Tensor, patch_embed: nn.Module | None = None,
+              pos_embed: torch.Tensor | None = None) -> torch.Tensor:
+        """Patchify and add class token + positional embedding: (B, C, H, W) -> (B, 1+N, D)."""
+        x = (patch_embed or self.patch_embed)(images).flatten(2).transpose(1, 2)  # (B, N, D)
+        cls = self.cls_token.reshape(1, 1, -1).expand(x.shape[0], 1, -1).to(x.dtype)
+        x = torch.cat([cls, x], dim=1)  # (B, 1+N, D)
+        return x + (self.pos_embed if pos_embed is None else pos_embed).reshape(1, x.shape[1], -1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The bare frozen tower: (B, 3, H, W) -> final-normed tokens (B, 1+N, D)."""
+        x = self.ln_pre(self.embed(images))
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def audio_embedding(self, audio_shape: tuple[int, int]) -> tuple[nn.Conv2d, torch.Tensor]:
+        """One-channel patch embedding (sum over RGB) and positional embedding resampled to the audio grid."""
+        conv = self.patch_embed
+        audio_conv = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, bias=conv.bias is not None)
+        with torch.no_grad():
+            audio_conv.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+            if conv.bias is not None:
+                audio_conv.bias.copy_(conv.bias)
+        grid = (audio_shape[0] // self.patch_size, audio_shape[1] // self.patch_size)
+        pos = self.pos_embed.detach().reshape(-1, self.embed_dim)
+        cls_pos, patch_pos = pos[:1], pos[1:]
+        patch_pos = patch_pos.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)  # (1, D, gh, gw)
+        patch_pos = F.interpolate(patch_pos, size=grid, mode="bilinear", align_corners=False)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(-1, self.embed_dim)  # (Na, D)
+        return audio_conv, torch.cat([cls_pos, patch_pos], dim=0)
+
+
+def _vit_from_open_clip(visual: nn.Module, heads_override: int | None) -> ViTTrunk:
+    blocks = []
+    for rb in visual.transformer.resblocks:
+        qkv = _linear_from(rb.attn.in_proj_weight, rb.attn.in_proj_bias)
+        attn = FrozenAttention(qkv, rb.attn.out_proj, heads_override or rb.attn.num_heads)
+        blocks.append(ViTBlockParts(rb.ln_1, attn, rb.ls_1, rb.ln_2, rb.mlp, rb.ls_2))
+    size = visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size
+    return ViTTrunk(visual.conv1, visual.class_embedding, visual.positional_embedding, visual.ln_pre,
+                    blocks, visual.ln_post, size)
+
+
+def _vit_from_timm(model: nn.Module, heads_override: int | None) -> ViTTrunk:
+    if model.num_prefix_tokens != 1 or getattr(model, "no_embed_class", False):
+        raise ConfigError("only timm ViTs with exactly one class token and embedded class position are supported")
+    blocks = []
+    for b in model.blocks:
+        if not isinstance(b.attn.q_norm, nn.Identity):
+            raise ConfigError("timm ViTs with q/k normalisation are not supported")
+        attn = FrozenAttention(b.attn.qkv, b.attn.proj, heads_override or b.attn.num_heads)
+        blocks.append(ViTBlockParts(b.norm1, attn, b.ls1, b.norm2, b.mlp, b.ls2))
+    return ViTTrunk(model.patch_embed.proj, model.cls_token, model.pos_embed, model.norm_pre, blocks,
+                    model.norm, model.patch_embed.img_size[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Swin
+# ----------------------------------------------------------------------------------------------
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B*nW, window*window, C)."""
+    B, H, W, C = x.shape
+    x = x.reshape(B, H // window, window, W // window, window, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, C)
+
+
+def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.Tensor:
+    """(B*nW, window*window, C) -> (B, H, W, C)."""
+    C = windows.shape[-1]
+    x = windows.reshape(-1, H // window, W // window, window, window, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+class SwinBlockParts(nn.Module):
+    """The frozen sub-layers of one Swin block: (shifted) window attention with relative bias, MLP."""
+
+    def __init__(self, block: nn.Module, heads_override: int | None) -> None:
+        super().__init__()
+        self.ln1, self.ln2, self.mlp = block.norm1, block.norm2, block.mlp
+        self.attn = FrozenAttention(block.attn.qkv, block.attn.proj, heads_override or block.attn.num_heads)
+        self.relative_position_bias_table = block.attn.relative_position_bias_table
+        self.register_buffer("relative_position_index", block.attn.relative_position_index, persistent=False)
+        self.window = int(block.window_size[0])
+        self.shift = int(block.shift_size[0])
+        mask = block.attn_mask
+        self.register_buffer("shift_mask", mask if mask is None else mask.clone(), persistent=False)
+
+    @property
+    def num_heads(self) -> int:
+        return self.attn.num_heads
+
+    def _window_bias(self) -> torch.Tensor:
+        """Relative position bias (1, heads, w*w, w*w), plus the shift mask per window when shifted."""
+        area = self.window * self.window
+        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
+        bias = bias.reshape(area, area, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, A, A)
+        if self.shift_mask is not None:
+            bias = bias + self.shift_mask.unsqueeze(1)  # (nW, heads, A, A)
+        return bias
+
+    def group(self, h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Token sequence -> (shifted) windows: (B, H*W, C) -> (B*nW, w*w, C)."""
+        x = h.reshape(h.shape[0], *grid, h.shape[-1])  # (B, H, W, C)
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return window_partition(x, self.window)
+
+    def ungroup(self, h: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Inverse of ``group``: (B*nW, w*w, C) -> (B, H*W, C)."""
+        x = window_reverse(h, self.window, *grid)
+        if self.shift:
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+        return x.reshape(x.shape[0], -1, x.shape[-1])
+
+    def attend(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Shifted-window MSA(LN1(x)); x: (B, H*W, C)."""
+        windows = self.group(self.ln1(x), grid)  # (B*nW, A, C)
+        bias = self._window_bias()  # (nW or 1, heads, A, A)
+        windows = windows.reshape(x.shape[0], -1, *windows.shape[1:])  # (B, nW, A, C)
+        out = self.attn(windows, bias)
+        return self.ungroup(out.flatten(0, 1), grid)
+
+    def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """MSA(LN1(x)) along time (no spatial bias); x: (B*N, T, C)."""
+        return self.attn(self.ln1(x), bias)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.ln2(x))
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        x = x + self.attend(x, grid)
+        return x + self.feed_forward(x)
+
+
+class SwinTrunk(nn.Module):
+    """A frozen Swin transformer (timm layout) as stages of block parts."""
+
+    family = "swin"
+
+    def __init__(self, model: nn.Module, heads_override: int | None) -> None:
+        super().__init__()
+        self.patch_proj = model.patch_embed.proj
+        self.patch_norm = model.patch_embed.norm
+        stages = []
+        for layer in model.layers:
+            down = layer.downsample if not isinstance(layer.downsample, nn.Identity) else None
+            blocks = [SwinBlockParts(b, heads_override) for b in layer.blocks]
+            stages.append(Stage(down, blocks, blocks[0].ln1.weight.numel()))
+        self.stages = nn.ModuleList(stages)
+        self.norm = model.norm
+        self.image_size = model.patch_embed.img_size[0]
+        self.patch_size = self.patch_proj.kernel_size[0]
+        self.grid = (self.image_size // self.patch_size,) * 2
+        self.embed_dim = self.stages[-1].blocks[0].ln1.weight.numel()
+
+    @property
+    def blocks(self) -> list[SwinBlockParts]:
+        return [b for s in self.stages for b in s.blocks]
+
+    @property
+    def stage_dims(self) -> list[int]:
+        return [s.dim for s in self.stages]
+
+    def embed(self, images: torch.Tensor, patch_proj: nn.Module | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, H/4*W/4, C0)."""
+        x = (patch_proj or self.patch_proj)(images).flatten(2).transpose(1, 2)
+        return self.patch_norm(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The bare frozen tower: (B, 3, H, W) -> final-normed tokens (B, N, C)."""
+        x, grid = self.embed(images), self.grid
+        for stage in self.stages:
+            x, grid = stage.merge(x, grid)
+            for block in stage.blocks:
+                x = block(x, grid)
+        return self.norm(x)
+
+    def audio_embedding(self, audio_shape: tuple[int, int]) -> tuple[nn.Conv2d, None]:
+        """One-channel patch projection (mean over RGB); audio must be image-sized for Swin."""
+        if tuple(audio_shape) != (self.image_size, self.image_size):
+            raise ConfigError(f"Swin needs a square {self.image_size}x{self.image_size} fbank; "
+                              f"got {tuple(audio_shape)} (set preprocess.num_mel_bins/target_frames)")
+        conv = self.patch_proj
+        audio_conv = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, bias=conv.bias is not None)
+        with torch.no_grad():
+            audio_conv.weight.copy_(conv.weight.mean(dim=1, keepdim=True))
+            if conv.bias is not None:
+                audio_conv.bias.copy_(conv.bias)
+        return audio_conv, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and pretrained loading
+# ----------------------------------------------------------------------------------------------
+
+
+def _offline_env() -> bool:
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@lru_cache(maxsize=1)
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _check_online(name: str, tag: str) -> None:
+    """Fail fast, with instructions, when tagged weights would need a download that cannot happen."""
+    how = (f"download them on a machine with internet access and pass the local file or folder as "
+           f"backbone.pretrained=/path/to/weights, or build without weights (backbone.pretrained=null)")
+    if _offline_env():
+        raise PretrainedWeightsError(
+            f"pretrained weights {name}:{tag} are not available offline (HF_HUB_OFFLINE is set); {how}")
+    if not _hub_reachable():
+        raise PretrainedWeightsError(
+            f"pretrained weights {name}:{tag} need a download but the Hugging Face Hub cannot be reached; {how}")
+
+
+def _resolve_local(path_text: str) -> Path:
+    path = Path(path_text).expanduser()
+    if path.is_dir():
+        for candidate in ("open_clip_pytorch_model.bin", "open_clip_model.safetensors", "model.safetensors",
+                          "pytorch_model.bin"):
+            if (path / candidate).exists():
+                return path / candidate
+        raise PretrainedWeightsError(f"no weights file in {path} (looked for *.safetensors / *.bin)")
+    if not path.exists():
+        raise PretrainedWeightsError(f"pretrained weights file {path} does not exist")
+    return path
+
+
+def _is_local(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors")) or Path(pretrained).exists()
+
+
+def _build_open_clip(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
+    import open_clip
+    from open_clip import model as oc_model
+
+    if spec.arch == "stgcma-clip-test":
+        cfg = _TINY_CLIP
+    else:
+        cfg = open_clip.get_model_config(spec.arch)
+    quick_gelu = bool(spec.kwargs.get("force_quick_gelu", False))
+    if pretrained is None:
+        vision_cfg = oc_model.CLIPVisionCfg(**cfg["vision_cfg"])
+        return oc_model._build_vision_tower(cfg["embed_dim"], vision_cfg, quick_gelu=quick_gelu)
+    if _is_local(pretrained):
+        model = oc_model.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=quick_gelu)
+        open_clip.load_checkpoint(model, str(_resolve_local(pretrained)))
+        return model.visual
+    if pretrained not in spec.tags:
+        raise ConfigError(f"{spec.arch}: unknown pretrained tag {pretrained!r}; use one of {sorted(spec.tags)} or a path")
+    _check_online(spec.arch, pretrained)
+    return open_clip.create_model(spec.arch, pretrained=spec.tags[pretrained], **spec.kwargs).visual
+
+
+def _build_timm(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
+    import timm
+
+    if pretrained is None:
+        return timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
+    if _is_local(pretrained):
+        path = _resolve_local(pretrained)
+        return timm.create_model(spec.arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
+                                 **spec.kwargs)
+    if pretrained not in spec.tags:
+        raise ConfigError(f"{spec.arch}: unknown pretrained tag {pretrained!r}; use one of {sorted(spec.tags)} or a path")
+    _check_online(spec.arch, pretrained)
+    return timm.create_model(f"{spec.arch}.{spec.tags[pretrained]}", pretrained=True, **spec.kwargs)
+
+
+def build_trunk(config: BackboneConfig) -> ViTTrunk | SwinTrunk:
+    """Build the frozen trunk named by ``config`` (weights per ``config.pretrained``), in eval mode."""
+    if config.name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {config.name!r}; available: {', '.join(BACKBONES)}")
+    spec = BACKBONES[config.name]
+    source = _build_open_clip(spec, config.pretrained) if spec.library == "open_clip" else _build_timm(spec, config.pretrained)
+    heads = config.frozen_attn_heads
+    if spec.family == "swin":
+        trunk = SwinTrunk(source, heads)
+    elif spec.library == "open_clip":
+        trunk = _vit_from_open_clip(source, heads)
+    else:
+        trunk = _vit_from_timm(source, heads)
+    if heads is not None and any(trunk.embed_dim % b.num_heads for b in trunk.blocks):
+        raise ConfigError(f"frozen_attn_heads={heads} does not divide the width {trunk.embed_dim}")
+    trunk.requires_grad_(False)
+    return trunk.eval()
+
+
+def source_features(config: BackboneConfig, images: torch.Tensor) -> torch.Tensor:
+    """Run the UNWRAPPED source model (for tests): final-normed tokens as the source computes them."""
+    spec = BACKBONES[config.name]
+    source = _build_open_clip(spec, config.pretrained) if spec.library == "open_clip" else _build_timm(spec, config.pretrained)
+    source.eval()
+    with torch.no_grad():
+        if spec.library == "open_clip":
+            source.output_tokens = True
+            x = source.conv1(images).flatten(2).transpose(1, 2)
+            x = torch.cat([source.class_embedding.reshape(1, 1, -1).expand(x.shape[0], 1, -1), x], 1)
+            x = source.ln_pre(x + source.positional_embedding)
+            x = source.transformer(x)
+            return source.ln_post(x)
+        feats = source.forward_features(images)
+        return feats.flatten(1, 2) if feats.ndim == 4 else feats
+
+
+def check_preprocess(trunk: ViTTrunk | SwinTrunk, pre: PreprocessConfig) -> None:
+    """Raise ConfigError when the preprocessing does not fit the trunk's input grid."""
+    if pre.image_size != trunk.image_size:
+        raise ConfigError(f"preprocess.image_size={pre.image_size} but the backbone expects {trunk.image_size}")
+    frames, mels = pre.audio_shape
+    if frames < trunk.patch_size or mels < trunk.patch_size:
+        raise ConfigError(f"fbank {pre.audio_shape} is smaller than one {trunk.patch_size}-px patch")
+
+
+def audio_grid(trunk: ViTTrunk | SwinTrunk, pre: PreprocessConfig) -> tuple[int, int]:
+    """Patch grid of one fbank image (time, frequency)."""
+    return (pre.target_frames // trunk.patch_size, pre.num_mel_bins // trunk.patch_size)
+
+
+def num_params(module: nn.Module, trainable: bool | None = None) -> int:
+    """Count unique parameters (shared tensors once), optionally only (non-)trainable ones."""
+    seen: set[int] = set()
+    total = 0
+    for p in module.parameters():
+        if id(p) in seen or (trainable is not None and p.requires_grad != trainable):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+__all__ = [
+    "BACKBONES", "BackboneSpec", "FrozenAttention", "PretrainedWeightsError", "Stage", "SwinBlockParts", "SwinTrunk",
+    "ViTBlockParts", "ViTTrunk", "audio_grid", "build_trunk", "check_preprocess", "num_params",
+    "source_features", "window_partition", "window_reverse",
+]
