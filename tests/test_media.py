@@ -5,6 +5,8 @@ Every media file is generated here with PyAV in a temporary folder, tiny (low re
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
@@ -12,7 +14,19 @@ import torch
 from torchaudio.compliance import kaldi
 
 from stgcma.config import PreprocessConfig
+from stgcma.media.decode import NO_AUDIO_WARNING, SILENT_WARNING, MediaLimits, decode_clip
 from stgcma.media.encode import write_video
+from stgcma.media.errors import (
+    CorruptFileError,
+    EmptyFileError,
+    MediaError,
+    MissingFileError,
+    NotAVideoError,
+    NoVideoStreamError,
+    TooLargeError,
+    TooLongError,
+    UnsupportedCodecError,
+)
 from stgcma.media.features import frames_to_tensor, segment_fbanks, waveform_to_fbank
 
 CFG = PreprocessConfig(image_size=32)
@@ -66,3 +80,190 @@ def test_write_video_is_browser_playable(tmp_path):
 def test_write_video_rejects_bad_frames(tmp_path):
     with pytest.raises(ValueError):
         write_video(tmp_path / "b.mp4", np.zeros((0, 8, 8, 3), np.uint8), 10.0)
+
+
+# --------------------------------------------------------------------------- decoding unusual uploads
+
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+
+
+def frame_code(i: int, h: int, w: int) -> np.ndarray:
+    """A flat frame whose left/right halves encode the frame index (robust to lossy codecs)."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, : w // 2] = (i % 8) * 32 + 16
+    img[:, w // 2:] = (i // 8) * 32 + 16
+    return img
+
+
+def read_code(img: np.ndarray) -> int:
+    h, w = img.shape[:2]
+    left = int(round((img[h // 2, w // 4].mean() - 16) / 32))
+    right = int(round((img[h // 2, 3 * w // 4].mean() - 16) / 32))
+    return right * 8 + left
+
+
+def make_clip(path, *, vcodec="libx264", fmt="mp4", size=(48, 32), fps=10, seconds=2.0, pts_s=None,
+              acodec="aac", channels=2, rate=16000, audio=None, rotation=None, options=None):
+    """Write a tiny test clip with PyAV; ``pts_s`` gives explicit frame times (variable frame rate)."""
+    w, h = size
+    times = pts_s if pts_s is not None else [i / fps for i in range(int(round(seconds * fps)))]
+    with av.open(str(path), "w", format=fmt) as c:
+        vs = c.add_stream(vcodec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if pts_s is not None:
+            vs.time_base = Fraction(1, 1000)
+            vs.codec_context.time_base = Fraction(1, 1000)
+        vs.options = options or {}
+        if rotation is not None:
+            vs.set_display_rotation(*np.atleast_1d(rotation))
+        a_s = c.add_stream(acodec, rate=rate, layout=LAYOUTS[channels]) if acodec else None
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(frame_code(i, h, w), format="rgb24")
+            if pts_s is not None:
+                frame.pts, frame.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode(None))
+        if a_s is not None:
+            n = int(round(seconds * rate))
+            if audio is None:
+                tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)
+                audio = np.repeat(tone[None], channels, 0)
+            audio = np.asarray(audio, np.float32)
+            fmt_name = "s16p" if acodec == "pcm_s16le" else a_s.codec_context.format.name
+            data = (audio * 32767).astype(np.int16) if fmt_name.startswith("s16") else audio
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=fmt_name.rstrip("p") + "p",
+                                               layout=LAYOUTS[channels])
+            frame.sample_rate, frame.pts = rate, 0
+            c.mux(a_s.encode(frame))
+            c.mux(a_s.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ok_mp4(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("m") / "ok.mp4", seconds=3.0)
+
+
+def one_line(err: Exception) -> str:
+    text = str(err)
+    assert text and "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("name, payload, error", [
+    ("empty.mp4", b"", EmptyFileError),
+    ("text.mp4", b"this is a shopping list, not a video\n" * 10, NotAVideoError),
+    ("noise.mp4", np.random.default_rng(0).bytes(4096), NotAVideoError),
+])
+def test_bad_bytes_raise_typed_errors(tmp_path, name, payload, error):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    with pytest.raises(error) as info:
+        decode_clip(path)
+    assert isinstance(info.value, MediaError) and isinstance(info.value, ValueError)
+    assert name in one_line(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(MissingFileError):
+        decode_clip(tmp_path / "nope.mp4")
+
+
+def test_image_renamed_mp4_is_not_a_video(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "photo.mp4"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path, format="PNG")
+    with pytest.raises(NotAVideoError, match="still image"):
+        decode_clip(path)
+
+
+def test_truncated_files(tmp_path, ok_mp4):
+    data = ok_mp4.read_bytes()  # moov at the end, as most cameras write
+    head = tmp_path / "head.mp4"
+    head.write_bytes(data[: len(data) // 2])  # the index is lost: nothing readable
+    with pytest.raises(CorruptFileError, match="damaged"):
+        decode_clip(head)
+    frames = np.stack([frame_code(i, 32, 48) for i in range(30)])
+    audio = 0.3 * np.sin(np.linspace(0, 2000, 48000, dtype=np.float32))
+    data = write_video(tmp_path / "fast.mp4", frames, 10.0, audio, 16000).read_bytes()  # moov first
+    half = tmp_path / "half.mp4"
+    half.write_bytes(data[: len(data) // 2])  # media data cut: decode what is there
+    clip = decode_clip(half)
+    assert clip.damaged and 1 <= clip.num_segments < 3
+    assert clip.frames.shape[0] == clip.num_segments
+    assert any("damaged" in w for w in clip.warnings)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "song.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        c.mux(s.encode(frame))
+        c.mux(s.encode(None))
+    with pytest.raises(NoVideoStreamError, match="no video stream"):
+        decode_clip(path)
+
+
+def test_unknown_codec_is_unsupported(tmp_path, ok_mp4):
+    path = tmp_path / "alien.mp4"
+    path.write_bytes(ok_mp4.read_bytes().replace(b"avc1", b"zzz1"))  # sample entry FFmpeg does not know
+    with pytest.raises(UnsupportedCodecError):
+        decode_clip(path)
+
+
+def test_size_and_duration_limits(ok_mp4):
+    with pytest.raises(TooLargeError, match="MB"):
+        decode_clip(ok_mp4, limits=MediaLimits(max_file_bytes=1000))
+    with pytest.raises(TooLongError, match="3 s long"):
+        decode_clip(ok_mp4, limits=MediaLimits(max_duration_s=2.0, truncate=False))
+    clip = decode_clip(ok_mp4, limits=MediaLimits(max_duration_s=2.0))
+    assert clip.truncated and clip.num_segments == 2 and clip.duration == 2.0
+    assert clip.waveform.shape == (32000,)
+    assert any("first 2 s" in w for w in clip.warnings)
+
+
+def test_healthy_clip_facts_and_frame_choice(ok_mp4):
+    clip = decode_clip(ok_mp4)
+    assert clip.num_segments == 3 and not clip.warnings and not clip.damaged
+    assert (clip.video_codec, clip.audio_codec, clip.audio_channels) == ("h264", "aac", 2)
+    assert (clip.width, clip.height, clip.rotation) == (48, 32, 0)
+    assert clip.frames.shape == (3, 32, 48, 3) and clip.frames.dtype == np.uint8
+    np.testing.assert_allclose(clip.frame_times, [0.5, 1.5, 2.5])
+    assert [read_code(f) for f in clip.frames] == [5, 15, 25]
+    assert clip.waveform.dtype == np.float32 and clip.waveform.shape == (48000,)
+
+
+def test_no_audio_track_runs_on_silence_with_warning(tmp_path):
+    clip = decode_clip(make_clip(tmp_path / "mute.mp4", acodec=None))
+    assert not clip.has_audio and clip.audio_codec is None
+    assert NO_AUDIO_WARNING in clip.warnings
+    assert clip.waveform.shape == (32000,) and not clip.waveform.any()
+
+
+def test_silent_audio_track_warns(tmp_path):
+    clip = decode_clip(make_clip(tmp_path / "quiet.mp4", audio=np.zeros((2, 32000))))
+    assert clip.has_audio and SILENT_WARNING in clip.warnings
+
+
+@pytest.mark.parametrize("seconds, segments", [(0.4, 1), (1.0, 1), (2.5, 3)])
+def test_segment_count(tmp_path, seconds, segments):
+    clip = decode_clip(make_clip(tmp_path / "c.mp4", seconds=seconds, acodec=None))
+    assert clip.num_segments == segments and clip.frames.shape[0] == segments
+    assert clip.waveform.shape == (int(round(clip.duration * 16000)),)
+
+
+def test_60fps_picks_the_centre_frame(tmp_path):
+    clip = decode_clip(make_clip(tmp_path / "fast.mp4", fps=60, seconds=1.0, acodec=None))
+    assert clip.fps == pytest.approx(60.0)
+    assert read_code(clip.frames[0]) == 30 and clip.frame_times[0] == pytest.approx(0.5)
+
+
+def test_variable_frame_rate_uses_timestamps(tmp_path):
+    pts = [0.0, 0.05, 0.15, 0.8, 1.2, 1.45, 1.9]  # a burst, a gap, uneven spacing
+    clip = decode_clip(make_clip(tmp_path / "vfr.mkv", fmt="matroska", pts_s=pts, seconds=2.0, acodec=None))
+    assert clip.num_segments == 2
+    assert [read_code(f) for f in clip.frames] == [3, 5]  # 0.8 s is nearest 0.5 s, 1.45 s nearest 1.5 s
+    np.testing.assert_allclose(clip.frame_times, [0.8, 1.45])
