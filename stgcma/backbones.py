@@ -413,7 +413,8 @@ class SwinTrunk(nn.Module):
 
 
 def _offline_env() -> bool:
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    flags = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in flags)
 
 
 @lru_cache(maxsize=1)
@@ -427,8 +428,8 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def _check_online(name: str, tag: str) -> None:
     """Fail fast, with instructions, when tagged weights would need a download that cannot happen."""
-    how = (f"download them on a machine with internet access and pass the local file or folder as "
-           f"backbone.pretrained=/path/to/weights, or build without weights (backbone.pretrained=null)")
+    how = ("download them on a machine with internet access and pass the local file or folder as "
+           "backbone.pretrained=/path/to/weights, or build without weights (backbone.pretrained=null)")
     if _offline_env():
         raise PretrainedWeightsError(
             f"pretrained weights {name}:{tag} are not available offline (HF_HUB_OFFLINE is set); {how}")
@@ -451,7 +452,8 @@ def _resolve_local(path_text: str) -> Path:
 
 
 def _is_local(pretrained: str) -> bool:
-    return os.sep in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors")) or Path(pretrained).exists()
+    suffixes = (".bin", ".pt", ".pth", ".safetensors")
+    return os.sep in pretrained or pretrained.endswith(suffixes) or Path(pretrained).exists()
 
 
 def _build_open_clip(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
@@ -471,7 +473,8 @@ def _build_open_clip(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
         open_clip.load_checkpoint(model, str(_resolve_local(pretrained)))
         return model.visual
     if pretrained not in spec.tags:
-        raise ConfigError(f"{spec.arch}: unknown pretrained tag {pretrained!r}; use one of {sorted(spec.tags)} or a path")
+        raise ConfigError(f"{spec.arch}: unknown pretrained tag {pretrained!r}; "
+                          f"use one of {sorted(spec.tags)} or a path")
     _check_online(spec.arch, pretrained)
     return open_clip.create_model(spec.arch, pretrained=spec.tags[pretrained], **spec.kwargs).visual
 
@@ -486,9 +489,15 @@ def _build_timm(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
         return timm.create_model(spec.arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
                                  **spec.kwargs)
     if pretrained not in spec.tags:
-        raise ConfigError(f"{spec.arch}: unknown pretrained tag {pretrained!r}; use one of {sorted(spec.tags)} or a path")
+        raise ConfigError(f"{spec.arch}: unknown pretrained tag {pretrained!r}; "
+                          f"use one of {sorted(spec.tags)} or a path")
     _check_online(spec.arch, pretrained)
     return timm.create_model(f"{spec.arch}.{spec.tags[pretrained]}", pretrained=True, **spec.kwargs)
+
+
+def _build_source(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
+    builder = _build_open_clip if spec.library == "open_clip" else _build_timm
+    return builder(spec, pretrained)
 
 
 def build_trunk(config: BackboneConfig) -> ViTTrunk | SwinTrunk:
@@ -496,7 +505,7 @@ def build_trunk(config: BackboneConfig) -> ViTTrunk | SwinTrunk:
     if config.name not in BACKBONES:
         raise ConfigError(f"unknown backbone {config.name!r}; available: {', '.join(BACKBONES)}")
     spec = BACKBONES[config.name]
-    source = _build_open_clip(spec, config.pretrained) if spec.library == "open_clip" else _build_timm(spec, config.pretrained)
+    source = _build_source(spec, config.pretrained)
     heads = config.frozen_attn_heads
     if spec.family == "swin":
         trunk = SwinTrunk(source, heads)
@@ -513,7 +522,7 @@ def build_trunk(config: BackboneConfig) -> ViTTrunk | SwinTrunk:
 def source_features(config: BackboneConfig, images: torch.Tensor) -> torch.Tensor:
     """Run the UNWRAPPED source model (for tests): final-normed tokens as the source computes them."""
     spec = BACKBONES[config.name]
-    source = _build_open_clip(spec, config.pretrained) if spec.library == "open_clip" else _build_timm(spec, config.pretrained)
+    source = _build_source(spec, config.pretrained)
     source.eval()
     with torch.no_grad():
         if spec.library == "open_clip":

@@ -50,8 +50,9 @@ class AudioVisualEncoder(nn.Module):
         self.grid_a = audio_grid(self.trunk, pre)
         stgcma = ad.method == "stgcma"
         dim0 = self.trunk.stage_dims[0]
-        self.temporal_embed_v = TemporalEmbedding(self.num_frames, dim0) if stgcma and self.is_vit and ad.temporal else None
-        self.temporal_embed_a = TemporalEmbedding(self.num_frames, dim0) if stgcma and self.is_vit and ad.temporal else None
+        with_embed = stgcma and self.is_vit and ad.temporal
+        self.temporal_embed_v = TemporalEmbedding(self.num_frames, dim0) if with_embed else None
+        self.temporal_embed_a = TemporalEmbedding(self.num_frames, dim0) if with_embed else None
 
         depth = len(self.trunk.blocks)
         rates = np.linspace(0.0, ad.drop_path, depth).tolist()
@@ -88,9 +89,11 @@ class AudioVisualEncoder(nn.Module):
         if video.ndim != 5 or tuple(video.shape[2:]) != (3, size, size):
             raise ValueError(f"video must be (B, T, 3, {size}, {size}); got {tuple(video.shape)}")
         if audio.ndim != 5 or tuple(audio.shape[2:]) != (1, *pre.audio_shape):
-            raise ValueError(f"audio must be (B, T, 1, {pre.target_frames}, {pre.num_mel_bins}); got {tuple(audio.shape)}")
+            raise ValueError(f"audio must be (B, T, 1, {pre.target_frames}, {pre.num_mel_bins}); "
+                             f"got {tuple(audio.shape)}")
         if video.shape[:2] != audio.shape[:2]:
-            raise ValueError(f"video and audio must share (B, T); got {tuple(video.shape[:2])} and {tuple(audio.shape[:2])}")
+            raise ValueError(f"video and audio must share (B, T); "
+                             f"got {tuple(video.shape[:2])} and {tuple(audio.shape[:2])}")
         if video.shape[1] != self.num_frames:
             raise ValueError(f"this model was built for T={self.num_frames} segments; got T={video.shape[1]}")
 

@@ -1,0 +1,26 @@
+"""Shared test setup: offline, deterministic, small."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def random_inputs(config, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (video, audio) shaped for ``config``'s preprocessing."""
+    pre = config.preprocess
+    video = torch.randn(batch, pre.num_segments, 3, pre.image_size, pre.image_size)
+    audio = torch.randn(batch, pre.num_segments, 1, pre.target_frames, pre.num_mel_bins)
+    return video, audio
