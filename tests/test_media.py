@@ -14,6 +14,7 @@ import torch
 from torchaudio.compliance import kaldi
 
 from stgcma.config import PreprocessConfig
+from stgcma.media.clip import load_clip
 from stgcma.media.decode import NO_AUDIO_WARNING, SILENT_WARNING, MediaLimits, decode_clip
 from stgcma.media.encode import write_video
 from stgcma.media.errors import (
@@ -28,6 +29,8 @@ from stgcma.media.errors import (
     UnsupportedCodecError,
 )
 from stgcma.media.features import frames_to_tensor, segment_fbanks, waveform_to_fbank
+from stgcma.media.orient import orientation_of
+from stgcma.media.segments import count_segments, segment_targets, windows
 
 CFG = PreprocessConfig(image_size=32)
 
@@ -117,6 +120,8 @@ def make_clip(path, *, vcodec="libx264", fmt="mp4", size=(48, 32), fps=10, secon
         if rotation is not None:
             vs.set_display_rotation(*np.atleast_1d(rotation))
         a_s = c.add_stream(acodec, rate=rate, layout=LAYOUTS[channels]) if acodec else None
+        if acodec == "vorbis":
+            a_s.options = {"strict": "experimental"}  # FFmpeg's native Vorbis encoder
         for i, t in enumerate(times):
             frame = av.VideoFrame.from_ndarray(frame_code(i, h, w), format="rgb24")
             if pts_s is not None:
@@ -267,3 +272,118 @@ def test_variable_frame_rate_uses_timestamps(tmp_path):
     assert clip.num_segments == 2
     assert [read_code(f) for f in clip.frames] == [3, 5]  # 0.8 s is nearest 0.5 s, 1.45 s nearest 1.5 s
     np.testing.assert_allclose(clip.frame_times, [0.8, 1.45])
+
+
+@pytest.mark.parametrize("name, vcodec, fmt, acodec, expected", [
+    ("vp9.webm", "libvpx-vp9", "webm", "libopus", ("vp9", "opus")),
+    ("vp8.mkv", "libvpx", "matroska", "vorbis", ("vp8", "vorbis")),
+    ("av1.mp4", "libsvtav1", "mp4", "aac", ("av1", "aac")),
+])
+def test_other_codecs_and_containers(tmp_path, name, vcodec, fmt, acodec, expected):
+    size = (64, 64) if vcodec == "libsvtav1" else (48, 32)
+    rate = 48000 if acodec == "libopus" else 16000
+    opts = {"preset": "12"} if vcodec == "libsvtav1" else None
+    path = make_clip(tmp_path / name, vcodec=vcodec, fmt=fmt, acodec=acodec, size=size, rate=rate,
+                     options=opts)
+    clip = decode_clip(path)
+    assert (clip.video_codec, clip.audio_codec) == expected
+    assert clip.num_segments == 2 and [read_code(f) for f in clip.frames] == [5, 15]
+    assert clip.has_audio and np.abs(clip.waveform).max() > 0.05 and not clip.warnings
+
+
+def test_theora_decoder_is_bundled():
+    # The PyAV wheel decodes Theora/Vorbis .mkv/.ogv but has no Theora encoder to write a test file.
+    assert av.Codec("theora", "r").name == "theora" and av.Codec("vorbis", "r").name == "vorbis"
+    with pytest.raises(av.codec.codec.UnknownCodecError):
+        av.Codec("libtheora", "w")
+
+
+def test_4k_frames_are_capped(tmp_path):
+    path = make_clip(tmp_path / "uhd.mp4", size=(3840, 2160), fps=2, seconds=1.0, acodec=None,
+                     options={"preset": "ultrafast"})
+    clip = decode_clip(path, limits=MediaLimits(max_frame_side=256))
+    assert (clip.width, clip.height) == (3840, 2160)
+    assert clip.frames.shape == (1, 144, 256, 3)
+
+
+@pytest.mark.parametrize("channels, rate", [(1, 8000), (2, 44100), (6, 48000), (2, 96000), (1, 22050)])
+def test_audio_layouts_and_rates(tmp_path, channels, rate):
+    clip = decode_clip(make_clip(tmp_path / "a.mp4", channels=channels, rate=rate))
+    assert clip.audio_channels == channels and clip.audio_sample_rate == rate
+    assert clip.sample_rate == 16000 and clip.waveform.shape == (32000,)
+    spectrum = np.abs(np.fft.rfft(clip.waveform[4000:20000]))  # 16000 samples: 1 Hz per bin
+    assert abs(int(np.argmax(spectrum)) - 440) <= 2  # the 440 Hz tone survives mixdown and resampling
+
+
+def test_all_channels_are_mixed(tmp_path):
+    n = 32000
+    tone = 0.4 * np.sin(2 * np.pi * 300 * np.arange(n) / 16000)
+    only_right = make_clip(tmp_path / "r.mkv", fmt="matroska", acodec="pcm_s16le",
+                           audio=np.stack([np.zeros(n), tone]))
+    opposite = make_clip(tmp_path / "o.mkv", fmt="matroska", acodec="pcm_s16le",
+                         audio=np.stack([tone, -tone]))
+    assert np.abs(decode_clip(only_right).waveform).max() > 0.1  # not just channel 0
+    assert np.abs(decode_clip(opposite).waveform).max() < 0.01  # a true mix: opposite channels cancel
+
+
+def _corner(img: np.ndarray) -> str:
+    h, w = img.shape[:2]
+    quads = [img[: h // 2, : w // 2], img[: h // 2, w // 2:], img[h // 2:, : w // 2], img[h // 2:, w // 2:]]
+    return ["TL", "TR", "BL", "BR"][int(np.argmax([q.mean() for q in quads]))]
+
+
+# (set_display_rotation args, corner where a top-left marker must end up, displayed is portrait).
+# PyAV documents the angle as counter-clockwise and the flips as applied after the rotation.
+ROTATIONS = [((0,), "TL", False), ((90,), "BL", True), ((-90,), "TR", True), ((180,), "BR", False),
+             ((0, True), "TR", False), ((0, False, True), "BL", False), ((90, True), "BR", True),
+             ((-90, True), "TL", True), ((90, False, True), "TL", True)]
+
+
+@pytest.mark.parametrize("args, corner, portrait", ROTATIONS)
+def test_rotation_metadata_is_honoured(tmp_path, args, corner, portrait):
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=2)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv420p"
+        s.set_display_rotation(*args)
+        img = np.zeros((32, 48, 3), np.uint8)
+        img[:16, :24] = 255
+        for _ in range(2):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(s.encode(None))
+    clip = decode_clip(path)
+    assert _corner(clip.frames[0]) == corner
+    assert (clip.height > clip.width) == portrait and (clip.frames.shape[1] > clip.frames.shape[2]) == portrait
+    orientation = orientation_of(next(av.open(str(path)).decode(video=0)))
+    assert np.array_equal(orientation.invert(orientation.apply(img)), img)
+
+
+def test_seeking_over_short_gops_matches_sequential(tmp_path):
+    path = make_clip(tmp_path / "gop.mp4", fps=10, seconds=5.0, acodec=None,
+                     options={"x264-params": "keyint=3:min-keyint=3:scenecut=0", "bf": "2"})
+    seq = decode_clip(path, allow_seek=False)
+    sought = decode_clip(path)
+    assert seq.decode_mode == "sequential" and sought.decode_mode == "seek"
+    assert [read_code(f) for f in sought.frames] == [read_code(f) for f in seq.frames] == [5, 15, 25, 35, 45]
+    np.testing.assert_allclose(sought.frame_times, seq.frame_times)
+
+
+def test_windows_cover_a_long_clip():
+    plan = windows(23, 10)
+    assert plan.index.shape == (3, 10) and plan.mask.sum() == 23
+    assert plan.index[2].tolist() == [20, 21, 22, 22, 22, 22, 22, 22, 22, 22]
+    x = torch.arange(23.0)[:, None].expand(23, 4)  # (N, 4)
+    y = plan.gather(x)  # (W, T, 4)
+    assert y.shape == (3, 10, 4) and torch.equal(plan.scatter(y), x)
+    assert windows(60, 10).mask.all() and windows(3, 10).index.shape == (1, 10)
+    assert segment_targets(3, 2.4).tolist() == pytest.approx([0.5, 1.5, 2.2])
+    assert [count_segments(d) for d in (0.2, 1.0, 1.05, 10.02, 10.5, 59.99)] == [1, 1, 1, 10, 11, 60]
+
+
+def test_load_clip_gives_model_tensors(ok_mp4):
+    inputs = load_clip(ok_mp4, CFG)
+    assert inputs.video.shape == (3, 3, 32, 32) and inputs.audio.shape == (3, 1, 102, 128)
+    assert inputs.num_segments == 3 and inputs.windows(2).index.shape == (2, 2)
+    clip = inputs.clip
+    assert torch.allclose(inputs.audio, segment_fbanks(clip.waveform, 3, CFG))
+    assert torch.allclose(inputs.video, frames_to_tensor(clip.frames, CFG))
