@@ -30,6 +30,7 @@ from stgcma.media.errors import (
 )
 from stgcma.media.features import frames_to_tensor, segment_fbanks, waveform_to_fbank
 from stgcma.media.orient import orientation_of
+from stgcma.media.render import mask_at, plot_timeline, render_mask_video, save_mask_pngs
 from stgcma.media.segments import count_segments, segment_targets, windows
 
 CFG = PreprocessConfig(image_size=32)
@@ -387,3 +388,89 @@ def test_load_clip_gives_model_tensors(ok_mp4):
     clip = inputs.clip
     assert torch.allclose(inputs.audio, segment_fbanks(clip.waveform, 3, CFG))
     assert torch.allclose(inputs.video, frames_to_tensor(clip.frames, CFG))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _gray_clip(path, size=(48, 32), rotation=None, seconds=2.0):
+    """A mid-grey clip with a 440 Hz stereo tone (overlays show up as colour on grey)."""
+    w, h = size
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if rotation is not None:
+            vs.set_display_rotation(rotation)
+        a_s = c.add_stream("aac", rate=16000, layout="stereo")
+        for _ in range(int(seconds * 10)):
+            c.mux(vs.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), 128, np.uint8), format="rgb24")))
+        c.mux(vs.encode(None))
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * 16000)) / 16000)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 16000, 0
+        c.mux(a_s.encode(frame))
+        c.mux(a_s.encode(None))
+    return path
+
+
+def _redness(img: np.ndarray) -> float:
+    return float(img[..., 0].astype(np.float32).mean() - img[..., 2].astype(np.float32).mean())
+
+
+def test_mask_at_crossfades_between_segment_centres():
+    masks = np.stack([np.zeros((2, 2)), np.ones((2, 2))])
+    assert mask_at(masks, 0.2).max() == 0.0 and mask_at(masks, 1.9).min() == 1.0
+    assert np.allclose(mask_at(masks, 1.0), 0.5)
+    assert mask_at(masks, 0.99, crossfade=False).max() == 0.0 and mask_at(masks, 1.0, crossfade=False).min() == 1
+
+
+def test_render_mask_video_over_all_frames_with_audio(tmp_path):
+    src = _gray_clip(tmp_path / "src.mp4")
+    masks = np.zeros((2, 8, 8), np.float32)
+    masks[0, :4, :4] = 1.0  # second 0: top-left
+    masks[1, 4:, 4:] = 1.0  # second 1: bottom-right
+    out = render_mask_video(src, masks, tmp_path / "out.mp4", crossfade=False, color=(255, 0, 0), alpha=0.6)
+    with av.open(str(out)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        assert (v.codec_context.name, v.format.name, a.codec_context.name) == ("h264", "yuv420p", "aac")
+        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(v)]
+    assert len(frames) == 20  # every source frame, not one per segment
+    t0, early = frames[2]
+    t1, late = frames[15]
+    assert t0 < 1.0 <= t1
+    assert _redness(early[:14, :20]) > 60 and abs(_redness(early[18:, 28:])) < 10
+    assert _redness(late[18:, 28:]) > 60 and abs(_redness(late[:14, :20])) < 10
+    clip = decode_clip(out)
+    assert clip.has_audio and not clip.warnings and clip.duration == pytest.approx(2.0, abs=0.05)
+    spectrum = np.abs(np.fft.rfft(clip.waveform[4000:20000]))
+    assert abs(int(np.argmax(spectrum)) - 440) <= 2
+
+
+def test_render_honours_rotation(tmp_path):
+    src = _gray_clip(tmp_path / "phone.mp4", rotation=-90, seconds=1.0)
+    masks = np.zeros((1, 8, 8), np.float32)
+    masks[0, :4, :4] = 1.0  # top-left of the upright picture the model saw
+    out = render_mask_video(src, masks, tmp_path / "out.mp4", color=(255, 0, 0))
+    clip = decode_clip(out)
+    assert (clip.width, clip.height, clip.rotation) == (32, 48, 0)  # written upright, portrait
+    img = clip.frames[0]
+    assert _redness(img[:20, :12]) > 40 and abs(_redness(img[28:, 20:])) < 10
+
+
+def test_mask_pngs_and_timeline(tmp_path):
+    masks = np.random.default_rng(0).random((3, 7, 7)).astype(np.float32)
+    paths = save_mask_pngs(masks, tmp_path / "masks", size=(40, 30))
+    assert [p.name for p in paths] == ["mask_0000.png", "mask_0001.png", "mask_0002.png"]
+    from PIL import Image
+
+    png = np.asarray(Image.open(paths[1]))
+    assert png.shape == (30, 40) and png.dtype == np.uint8
+    assert np.array_equal(np.asarray(Image.open(save_mask_pngs(masks, tmp_path / "raw")[0])),
+                          np.clip(masks[0] * 255 + 0.5, 0, 255).astype(np.uint8))
+    names = [f"event {i}" for i in range(4)] + ["background"]
+    probs = np.random.default_rng(1).dirichlet(np.ones(5), size=6)
+    figure = plot_timeline(probs, names, tmp_path / "timeline.png")
+    image = Image.open(figure)
+    assert image.format == "PNG" and image.size[0] > 300
+    with pytest.raises(ValueError):
+        plot_timeline(probs[:, :3], names, tmp_path / "bad.png")
