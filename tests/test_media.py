@@ -5,6 +5,7 @@ Every media file is generated here with PyAV in a temporary folder, tiny (low re
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import av
@@ -474,3 +475,35 @@ def test_mask_pngs_and_timeline(tmp_path):
     assert image.format == "PNG" and image.size[0] > 300
     with pytest.raises(ValueError):
         plot_timeline(probs[:, :3], names, tmp_path / "bad.png")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_inspect_command(ok_mp4, tmp_path, capsys):
+    from stgcma.cli import main
+
+    assert main(["inspect", str(ok_mp4), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["file"]["num_segments"] == 3 and info["warnings"] == []
+    model = info["model"]
+    assert model["segments"] == 3 and model["frame_times"] == [0.5, 1.5, 2.5]
+    assert model["audio_shape"][0] == model["video_shape"][0] == 3
+    assert main(["inspect", str(ok_mp4), "--max-duration", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "segments  2 x 1 s" in text and "only the first 2 s" in text
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: notes.mp4 is not a video") and err.count("\n") == 1
+    assert main(["inspect", str(ok_mp4), "--max-duration", "1", "--no-truncate"]) == 2
+    assert "limit is 1 s" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_decode_returns_seconds():
+    from stgcma.media.bench import bench_decode
+
+    seconds = bench_decode(PreprocessConfig(image_size=32, num_mel_bins=32, target_frames=32), runs=1)
+    assert 0.0 < seconds < 30.0

@@ -28,7 +28,6 @@ import numpy as np
 from stgcma.media.errors import (
     CorruptFileError,
     EmptyFileError,
-    MediaError,
     MissingFileError,
     NotAVideoError,
     NoVideoStreamError,
@@ -421,6 +420,3 @@ def _apply_duration_limit(duration: float, limits: MediaLimits, name: str,
     warnings.append(f"the clip is {duration:.0f} s long: only the first {limits.max_duration_s:.0f} s "
                     "were analysed")
     return limits.max_duration_s, True
-
-
-__all__ = ["DecodedClip", "MediaError", "MediaLimits", "decode_audio", "decode_clip", "decode_frames"]
