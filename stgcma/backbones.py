@@ -112,13 +112,18 @@ class FrozenAttention(nn.Module):
         self.proj = proj
         self.num_heads = num_heads
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (..., N, D); bias: additive attention bias broadcastable to (..., heads, N, N)."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:
+        """x: (..., N, D); bias: additive attention bias broadcastable to (..., heads, N, N).
+
+        ``project=False`` returns the concatenated heads before the output projection, so a caller
+        that feeds the result straight into another Linear can fold ``proj`` into it.
+        """
         *lead, N, D = x.shape
         qkv = self.qkv(x).reshape(*lead, N, 3, self.num_heads, D // self.num_heads)
         q, k, v = qkv.movedim(-3, 0).transpose(-2, -3).unbind(0)  # each (..., heads, N, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(-2, -3).reshape(*lead, N, D))
+        out = out.transpose(-2, -3).reshape(*lead, N, D)  # (..., N, D)
+        return self.proj(out) if project else out
 
 
 def _linear_from(weight: nn.Parameter, bias: nn.Parameter | None) -> nn.Linear:
@@ -149,9 +154,19 @@ class ViTBlockParts(nn.Module):
         """Spatial MSA(LN1(x)) over all tokens of a frame; x: (B*T, N, D)."""
         return self.ls1(self.attn(self.ln1(x)))
 
-    def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """MSA(LN1(x)) along time; x: (B*N, T, D)."""
+    def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:
+        """MSA(LN1(x)) along time; x: (B*N, T, D). ``project=False``: see ``output_projection``."""
+        if not project:
+            return self.attn(self.ln1(x), bias, project=False)
         return self.ls1(self.attn(self.ln1(x), bias))
+
+    def output_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) of the attention output projection with any layer scale folded in."""
+        weight, bias = self.attn.proj.weight, self.attn.proj.bias
+        gamma = getattr(self.ls1, "gamma", None)
+        if gamma is not None:
+            weight, bias = gamma[:, None] * weight, None if bias is None else gamma * bias
+        return weight, bias
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         """MLP(LN2(x)); x: (..., D)."""
@@ -338,9 +353,13 @@ class SwinBlockParts(nn.Module):
         out = self.attn(windows, bias)
         return self.ungroup(out.flatten(0, 1), grid)
 
-    def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:
         """MSA(LN1(x)) along time (no spatial bias); x: (B*N, T, C)."""
-        return self.attn(self.ln1(x), bias)
+        return self.attn(self.ln1(x), bias, project=project)
+
+    def output_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(weight, bias) of the attention output projection."""
+        return self.attn.proj.weight, self.attn.proj.bias
 
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.ln2(x))
@@ -519,21 +538,28 @@ def build_trunk(config: BackboneConfig) -> ViTTrunk | SwinTrunk:
     return trunk.eval()
 
 
+def source_model(config: BackboneConfig) -> nn.Module:
+    """The UNWRAPPED source image tower (open_clip visual or timm model), frozen, in eval mode."""
+    source = _build_source(BACKBONES[config.name], config.pretrained)
+    source.requires_grad_(False)
+    return source.eval()
+
+
+def source_forward(config: BackboneConfig, source: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Final-normed tokens as the source library computes them: (B, 3, H, W) -> (B, N, D)."""
+    if BACKBONES[config.name].library == "open_clip":
+        x = source.conv1(images).flatten(2).transpose(1, 2)
+        x = torch.cat([source.class_embedding.reshape(1, 1, -1).expand(x.shape[0], 1, -1), x], 1)
+        x = source.ln_pre(x + source.positional_embedding)
+        return source.ln_post(source.transformer(x))
+    feats = source.forward_features(images)
+    return feats.flatten(1, 2) if feats.ndim == 4 else feats
+
+
 def source_features(config: BackboneConfig, images: torch.Tensor) -> torch.Tensor:
-    """Run the UNWRAPPED source model (for tests): final-normed tokens as the source computes them."""
-    spec = BACKBONES[config.name]
-    source = _build_source(spec, config.pretrained)
-    source.eval()
+    """Build the source model and run it once (for tests that compare trunks with their sources)."""
     with torch.no_grad():
-        if spec.library == "open_clip":
-            source.output_tokens = True
-            x = source.conv1(images).flatten(2).transpose(1, 2)
-            x = torch.cat([source.class_embedding.reshape(1, 1, -1).expand(x.shape[0], 1, -1), x], 1)
-            x = source.ln_pre(x + source.positional_embedding)
-            x = source.transformer(x)
-            return source.ln_post(x)
-        feats = source.forward_features(images)
-        return feats.flatten(1, 2) if feats.ndim == 4 else feats
+        return source_forward(config, source_model(config), images)
 
 
 def check_preprocess(trunk: ViTTrunk | SwinTrunk, pre: PreprocessConfig) -> None:
@@ -565,5 +591,5 @@ def num_params(module: nn.Module, trainable: bool | None = None) -> int:
 __all__ = [
     "BACKBONES", "BackboneSpec", "FrozenAttention", "PretrainedWeightsError", "Stage", "SwinBlockParts", "SwinTrunk",
     "ViTBlockParts", "ViTTrunk", "audio_grid", "build_trunk", "check_preprocess", "num_params",
-    "source_features", "window_partition", "window_reverse",
+    "source_features", "source_forward", "source_model", "window_partition", "window_reverse",
 ]

@@ -71,17 +71,21 @@ class STGCMABlock(nn.Module):
         self.cross = BottleneckCrossAttention() if spatial or global_ else None
 
     def _temporal(self, frozen: nn.Module, xv: torch.Tensor, xa: torch.Tensor, ctx: StreamContext):
+        """x += DropPath(T_x(MSA(LN1(x)) along time)), the MSA output projection folded into T_x.fc1."""
         tv, ta = to_time(xv, ctx.frames), to_time(xa, ctx.frames)  # (B*N, T, D)
         if self.bias_v is None:
-            tv, ta = _pair(frozen.attend_time, tv, ta)
+            ov, oa = _pair(lambda x: frozen.attend_time(x, project=False), tv, ta)
         elif tv.shape == ta.shape:
             bias = torch.stack([self.bias_v(), self.bias_a()]).unsqueeze(1)  # (2, 1, heads, T, T)
-            both = frozen.attend_time(torch.stack([tv, ta]), bias)  # (2, B*N, T, D)
-            tv, ta = both[0], both[1]
+            both = frozen.attend_time(torch.stack([tv, ta]), bias, project=False)  # (2, B*N, T, D)
+            ov, oa = both[0], both[1]
         else:
-            tv, ta = frozen.attend_time(tv, self.bias_v()), frozen.attend_time(ta, self.bias_a())
-        dv = from_time(self.temporal_v(tv), ctx.batch)  # (B*T, N, D)
-        da = from_time(self.temporal_a(ta), ctx.batch)
+            ov = frozen.attend_time(tv, self.bias_v(), project=False)
+            oa = frozen.attend_time(ta, self.bias_a(), project=False)
+        weight, bias = frozen.output_projection()
+        dv = self.temporal_v.up(self.temporal_v.down_after(ov, weight, bias))  # (B*N, T, D)
+        da = self.temporal_a.up(self.temporal_a.down_after(oa, weight, bias))
+        dv, da = from_time(dv, ctx.batch), from_time(da, ctx.batch)  # (B*T, N, D)
         rate, training = self.drop_path_rate, self.training
         xv = xv + drop_path(dv.reshape(ctx.batch, -1, dv.shape[-1]), rate, training).reshape(dv.shape)
         xa = xa + drop_path(da.reshape(ctx.batch, -1, da.shape[-1]), rate, training).reshape(da.shape)

@@ -1,0 +1,69 @@
+"""Speed benchmarks that print ratios (``python -m stgcma bench ...``).
+
+Ratios, not seconds, are what we compare across machines: each benchmark times the thing under
+test and its reference in the same process, interleaved, and keeps the minimum over repeats (the
+least disturbed run on a shared machine).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def min_time(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict[str, float]:
+    """Minimum wall time of each callable over ``repeats`` interleaved rounds, after ``warmup`` rounds."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def bench_model(preset: str = "clip-b16-tiny", batch: int = 1, repeats: int = 3,
+                device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Forward time of STG-CMA against the bare frozen tower on the same (video, audio) inputs.
+
+    ``frozen_trunk`` is the frozen backbone run over both streams with no adapters (the
+    linear-probe encoder: the source model's own modules on the same inputs). As a check that the
+    wrapping itself costs nothing, ``source_video``/``trunk_video`` time the source library's own
+    image-tower forward and our trunk over the video frames alone.
+    """
+    from stgcma.backbones import source_forward, source_model
+    from stgcma.model import create_model
+
+    model = create_model(preset, {"backbone.pretrained": None}).eval().to(device, dtype)
+    probe = create_model(preset, {"backbone.pretrained": None, "adapter.method": "linear_probe"})
+    probe = probe.eval().to(device, dtype)
+    pre = model.config.preprocess
+    T = pre.num_segments
+    video = torch.randn(batch, T, 3, pre.image_size, pre.image_size, device=device, dtype=dtype)
+    audio = torch.randn(batch, T, 1, pre.target_frames, pre.num_mel_bins, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def run(fn):
+        def timed():
+            with torch.no_grad():
+                fn()
+            sync()
+        return timed
+
+    fns = {
+        "stgcma": run(lambda: model.encoder(video, audio)),
+        "frozen_trunk": run(lambda: probe.encoder(video, audio)),
+    }
+    source = source_model(model.config.backbone).to(device, dtype)
+    frames = video.flatten(0, 1)  # (B*T, 3, S, S)
+    fns["source_video"] = run(lambda: source_forward(model.config.backbone, source, frames))
+    fns["trunk_video"] = run(lambda: model.encoder.trunk(frames))
+    times = min_time(fns, repeats=repeats)
+    times["ratio_vs_frozen_trunk"] = times["stgcma"] / times["frozen_trunk"]
+    times["ratio_trunk_vs_source"] = times["trunk_video"] / times["source_video"]
+    return times
