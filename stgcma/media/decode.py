@@ -42,7 +42,7 @@ NO_AUDIO_WARNING = "no audio track: the clip was analysed with silence"
 SILENT_WARNING = "the audio track is silent: predictions rely on the picture alone"
 SILENCE_PEAK = 1e-4
 _CONTAINER_MAGIC = (b"ftyp", b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"FLV", b"\x00\x00\x01\xba", b"\x47")
-_STILL_FORMATS = ("image2", "_pipe", "gif", "apng", "webp")
+_STILL_FORMATS = ("image2", "_pipe")  # still-image demuxers; animated GIF/APNG decode as video
 
 
 @dataclass

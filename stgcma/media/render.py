@@ -52,11 +52,13 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: Sequence[int] = DEFAULT_
             alpha: float = 0.5) -> np.ndarray:
     """Alpha-blend a colour over ``image`` (H, W, 3) uint8 where ``mask`` (h, w) in [0, 1] is on."""
     h, w = image.shape[:2]
+    mask = np.asarray(mask, dtype=np.float32)
     if mask.shape != (h, w):
-        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)
-    a = (alpha * np.clip(mask, 0.0, 1.0))[..., None]  # (H, W, 1)
-    out = image.astype(np.float32) * (1.0 - a) + np.asarray(color, np.float32) * a
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W)
+    weight = np.clip(mask, 0.0, 1.0) * np.float32(alpha)
+    solid = np.empty_like(image)
+    solid[:] = np.asarray(color, np.uint8)
+    return cv2.blendLinear(image, solid, 1.0 - weight, weight)
 
 
 def render_mask_video(
