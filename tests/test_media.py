@@ -507,3 +507,16 @@ def test_bench_decode_returns_seconds():
 
     seconds = bench_decode(PreprocessConfig(image_size=32, num_mel_bins=32, target_frames=32), runs=1)
     assert 0.0 < seconds < 30.0
+
+
+def test_animated_gif_is_a_video_and_progress_is_reported(tmp_path):
+    from PIL import Image
+
+    images = [Image.fromarray(frame_code(i, 20, 30)) for i in range(5)]
+    path = tmp_path / "anim.gif"
+    images[0].save(path, save_all=True, append_images=images[1:], duration=300, loop=0)
+    seen: list[float] = []
+    clip = decode_clip(path, progress=seen.append)
+    assert clip.video_codec == "gif" and clip.num_segments == 2
+    np.testing.assert_allclose(clip.frame_times, [0.6, 1.2])  # nearest to 0.5 s and to 1.25 s
+    assert seen == [0.5, 1.0] and NO_AUDIO_WARNING in clip.warnings

@@ -3,8 +3,9 @@
 Frames and waveforms become model tensors only through these functions, driven by a
 :class:`~stgcma.config.PreprocessConfig`, so the training data pipeline and the demo cannot drift.
 
-Image policy: a plain (non aspect-preserving) bilinear resize to ``image_size`` x ``image_size``,
-as the reference code does, then scaling to [0, 1] and per-channel normalisation.
+Image policy: a plain (non aspect-preserving, no crop) resize to ``image_size`` x ``image_size``,
+as the reference code does; bilinear with antialiasing, like PIL's bilinear resize that torchvision
+transforms apply to PIL images. Then scaling to [0, 1] and per-channel normalisation.
 
 Audio policy: the reference kaldi log-mel fbank (htk_compat, hanning window, no dither, no energy)
 of the mean-removed waveform, zero-padded or cut to ``target_frames`` and normalised as
