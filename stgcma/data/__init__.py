@@ -1,0 +1,1 @@
+"""Datasets for STG-CMA: SynthAV, AVE, AVSBench and MUSIC-AVQA."""
