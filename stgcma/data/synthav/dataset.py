@@ -1,0 +1,113 @@
+"""SynthAV as a torch Dataset: clips generated on the fly, served as tensors, never touching disk.
+
+Frames are rendered at the centre of every one-second segment (where :mod:`stgcma.media.decode`
+picks them from a video) directly at ``preprocess.image_size``, and go through the same
+:func:`~stgcma.media.features.frames_to_tensor` / :func:`~stgcma.media.features.segment_fbanks` as
+real data, so a model sees the same thing here and on the written mp4 files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stgcma.config import PreprocessConfig
+from stgcma.data.base import AVS_CLASS_NAMES, AVDataset, check_task
+from stgcma.data.synthav.audio import render_audio
+from stgcma.data.synthav.clip import Clip, answers, clip_rng, make_clip, split_id
+from stgcma.data.synthav.questions import QTYPES, question_vocabulary
+from stgcma.data.synthav.render import render_frames, render_masks, segment_times
+from stgcma.data.synthav.scene import Mode, SynthConfig
+from stgcma.data.synthav.styles import class_names, class_styles
+from stgcma.media.features import frames_to_tensor, segment_fbanks
+
+
+class SynthAV(AVDataset):
+    """``n`` SynthAV clips of one (seed, split) world for one task.
+
+    Args:
+        seed: world seed; clip ``i`` depends only on (seed, split, i) and the world settings.
+        n: number of clips.
+        task: ``"ave"``, ``"avs"`` or ``"avqa"``.
+        preprocess: tensor preprocessing (image size, fbank settings, ``num_segments``).
+        mode: ``"ms3"`` (multi-source world) or ``"s4"`` (exactly one sounding object).
+        split: ``"train"``, ``"val"`` or ``"test"`` (independent clips for the same seed).
+        segments: T; defaults to ``preprocess.num_segments``.
+        classes: number of object classes K (AVE has K + 1 labels with background).
+        size: render side in pixels before preprocessing; defaults to ``preprocess.image_size``.
+        negatives: add ``video_neg`` (frames of another clip) to AVQA items.
+        **world: further :class:`SynthConfig` fields (``distractor_prob``, ``max_objects``...).
+    """
+
+    def __init__(self, seed: int = 0, n: int = 1000, task: str = "ave",
+                 preprocess: PreprocessConfig | None = None, mode: Mode = "ms3", split: str = "train",
+                 segments: int | None = None, classes: int = 8, size: int | None = None,
+                 negatives: bool = True, **world: float | int) -> None:
+        self.task = check_task(task)
+        split_id(split)
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self.seed, self.n, self.split = int(seed), int(n), split
+        self.preprocess = preprocess or PreprocessConfig()
+        self.num_segments = int(segments or self.preprocess.num_segments)
+        self.config = SynthConfig(num_segments=self.num_segments, num_classes=classes, mode=mode,
+                                  sample_rate=self.preprocess.sample_rate, **world)
+        if self.preprocess.segment_seconds != 1.0:
+            raise ValueError("SynthAV segments are one second long; set preprocess.segment_seconds=1.0")
+        self.size = int(size or self.preprocess.image_size)
+        self.negatives = negatives
+        self.styles = class_styles(classes)
+        self.object_names = class_names(classes)
+        self.answer_vocab = answers(self.config)
+        self.question_vocab = question_vocabulary(self.object_names)
+        self.question_types = list(QTYPES)
+        if self.task == "ave":
+            self.class_names = [*self.object_names, "background"]
+        elif self.task == "avs":
+            self.class_names = list(AVS_CLASS_NAMES)
+        else:
+            self.class_names = list(self.answer_vocab)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def clip(self, index: int) -> Clip:
+        """The scene and question of clip ``index`` (no rendering)."""
+        if not 0 <= index < self.n:
+            raise IndexError(f"clip index {index} out of range [0, {self.n})")
+        return make_clip(self.seed, index, self.config, self.split)
+
+    def frames(self, clip: Clip) -> np.ndarray:
+        """uint8 (T, size, size, 3): one frame at the centre of each segment."""
+        return render_frames(clip.scene, segment_times(self.num_segments), self.size, self.styles)
+
+    def negative_index(self, index: int) -> int:
+        """Another clip for the matching loss: a different index of this set (or clip ``n`` if n = 1)."""
+        if self.n == 1:
+            return 1
+        pick = int(clip_rng(self.seed, self.split, index, stream=1).integers(self.n - 1))
+        return pick if pick < index else pick + 1
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        clip = self.clip(index)
+        cfg = self.preprocess
+        video = frames_to_tensor(self.frames(clip), cfg)  # (T, 3, S, S)
+        wave = render_audio(clip.scene, cfg.sample_rate, self.styles)
+        audio = segment_fbanks(wave, self.num_segments, cfg)  # (T, 1, F, M)
+        item: dict[str, torch.Tensor | str] = {"video": video, "audio": audio, "id": clip.id}
+        if self.task == "ave":
+            item["label"] = torch.tensor(clip.scene.ave_labels(), dtype=torch.long)
+        elif self.task == "avs":
+            masks = render_masks(clip.scene, segment_times(self.num_segments), cfg.image_size, self.styles)
+            item["mask"] = torch.from_numpy(masks.astype(np.float32))  # (T, S, S)
+            item["mask_valid"] = torch.ones(self.num_segments, dtype=torch.bool)
+        else:
+            q = clip.question
+            item["question"] = self.question_vocab.encode(q.text)
+            item["answer"] = torch.tensor(self.answer_vocab.index(q.answer), dtype=torch.long)
+            item["qtype"] = q.qtype
+            if self.negatives:
+                neg = make_clip(self.seed, self.negative_index(index), self.config, self.split)
+                item["video_neg"] = frames_to_tensor(self.frames(neg), cfg)  # (T, 3, S, S)
+        return item
+

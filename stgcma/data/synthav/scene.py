@@ -1,0 +1,250 @@
+"""SynthAV scene descriptions: one per clip, from which pictures, sound and all labels derive.
+
+A scene is T one-second segments with 1-3 objects placed in left-to-right slots (so "left", "middle"
+and "right" are unambiguous and objects never overlap). Per segment each object is visible or not
+(it may enter or leave the frame) and sounding or not; an off-screen distractor (a class that never
+appears) may also sound. Visual attributes never depend on sounding, so the picture alone does not
+tell which object sounds.
+
+Modes: ``"ms3"`` (multi-source, the general world: any subset of the objects sounds, intervals vary)
+and ``"s4"`` (single-source, AVSBench S4-like: all objects always visible, exactly one of them sounds
+in every second, no off-screen sound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from stgcma.data.synthav.styles import MAX_CLASSES
+
+Mode = Literal["ms3", "s4"]
+GAINS = (0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Parameters of the SynthAV world (not of its rendering resolution)."""
+
+    num_segments: int = 10
+    num_classes: int = 8
+    mode: Mode = "ms3"
+    max_objects: int = 3
+    duplicate_prob: float = 0.2
+    distractor_prob: float = 0.3
+    partial_visibility_prob: float = 0.2
+    silent_prob: float = 0.35
+    full_event_prob: float = 0.4
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("ms3", "s4"):
+            raise ValueError(f"mode must be 'ms3' or 's4', got {self.mode!r}")
+        if not 1 <= self.max_objects <= 3:
+            raise ValueError(f"max_objects must be 1, 2 or 3, got {self.max_objects}")
+        if self.num_segments < 2:
+            raise ValueError(f"num_segments must be >= 2, got {self.num_segments}")
+        if not self.max_objects < self.num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be in [{self.max_objects + 1}, {MAX_CLASSES}], "
+                             f"got {self.num_classes}")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One on-screen object. Positions and sizes are fractions of the frame side.
+
+    Attributes:
+        cls: class index.
+        slot: left-to-right rank among the clip's objects.
+        x, y, radius: rest position of the centre and size.
+        motion: (amp_x, amp_y, period_s, phase) of a smooth drift around the rest position.
+        angle, spin: rotation at t=0 (rad) and its speed (rad/s).
+        shade: brightness factor of the class colour.
+        visible, sounding: per segment.
+        gain: loudness (linear, one of ``GAINS``).
+        detune: pitch factor near 1.
+    """
+
+    cls: int
+    slot: int
+    x: float
+    y: float
+    radius: float
+    motion: tuple[float, float, float, float]
+    angle: float
+    spin: float
+    shade: float
+    visible: tuple[bool, ...]
+    sounding: tuple[bool, ...]
+    gain: float
+    detune: float
+
+    def centre(self, t: float) -> tuple[float, float]:
+        """Centre (x, y) at time ``t`` seconds."""
+        ax, ay, period, phase = self.motion
+        w = 2.0 * np.pi * t / period + phase
+        return self.x + ax * float(np.sin(w)), self.y + ay * float(np.sin(1.3 * w + 1.0))
+
+
+@dataclass(frozen=True)
+class OffscreenSound:
+    """A distractor: a class heard but never seen."""
+
+    cls: int
+    sounding: tuple[bool, ...]
+    gain: float
+    detune: float
+
+
+@dataclass(frozen=True)
+class Background:
+    """A static backdrop: a two-colour gradient or smooth noise, plus fine grain."""
+
+    kind: Literal["gradient", "noise"]
+    colour_a: tuple[float, float, float]
+    colour_b: tuple[float, float, float]
+    angle: float
+    grain: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything about one clip; pictures, sound and labels are pure functions of it."""
+
+    num_segments: int
+    num_classes: int
+    objects: tuple[SceneObject, ...]
+    distractors: tuple[OffscreenSound, ...]
+    event_class: int
+    background: Background
+    noise_level: float
+    audio_seed: int
+    mode: Mode = "ms3"
+
+    @property
+    def sources(self) -> tuple[SceneObject | OffscreenSound, ...]:
+        """Every sound source: the objects, then the off-screen distractors."""
+        return (*self.objects, *self.distractors)
+
+    def visible_classes(self) -> list[list[int]]:
+        """Per segment, the sorted classes of the visible objects."""
+        return [sorted({o.cls for o in self.objects if o.visible[t]}) for t in range(self.num_segments)]
+
+    def sounding_classes(self) -> list[list[int]]:
+        """Per segment, the sorted classes heard (visible or not, distractors included)."""
+        return [sorted({s.cls for s in self.sources if s.sounding[t]}) for t in range(self.num_segments)]
+
+    def audio_visual_classes(self) -> list[list[int]]:
+        """Per segment, the sorted classes of objects that are visible AND sounding."""
+        return [sorted({o.cls for o in self.objects if o.visible[t] and o.sounding[t]})
+                for t in range(self.num_segments)]
+
+    def ave_labels(self) -> list[int]:
+        """AVE label per segment: the event class when an object of it is visible and sounding, else
+        background (``num_classes``)."""
+        return [self.event_class if self.event_class in av else self.num_classes
+                for av in self.audio_visual_classes()]
+
+    def sounding_objects(self, t: int) -> list[int]:
+        """Indices of objects visible and sounding in segment ``t`` (those with an AVS mask)."""
+        return [i for i, o in enumerate(self.objects) if o.visible[t] and o.sounding[t]]
+
+
+def _interval(rng: np.random.Generator, T: int, min_len: int = 1) -> tuple[bool, ...]:
+    length = int(rng.integers(min_len, T + 1))
+    start = int(rng.integers(0, T - length + 1))
+    return tuple(start <= t < start + length for t in range(T))
+
+
+def _visibility(rng: np.random.Generator, cfg: SynthConfig) -> tuple[bool, ...]:
+    T = cfg.num_segments
+    if cfg.mode == "s4" or rng.random() >= cfg.partial_visibility_prob:
+        return (True,) * T
+    length = int(rng.integers((T + 1) // 2, T))
+    if rng.random() < 0.5:
+        return tuple(t >= T - length for t in range(T))  # enters
+    return tuple(t < length for t in range(T))  # leaves
+
+
+def _sounding(rng: np.random.Generator, cfg: SynthConfig, is_event: bool) -> tuple[bool, ...]:
+    T = cfg.num_segments
+    if cfg.mode == "s4":
+        return (is_event,) * T
+    if is_event:
+        return (True,) * T if rng.random() < cfg.full_event_prob else _interval(rng, T, min_len=2)
+    if rng.random() < cfg.silent_prob:
+        return (False,) * T
+    return _interval(rng, T)
+
+
+def _muted_colour(rng: np.random.Generator) -> tuple[float, float, float]:
+    rgb = rng.uniform(30, 210, size=3)
+    grey = rgb.mean()
+    return tuple(float(v) for v in grey + 0.45 * (rgb - grey))
+
+
+def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
+    """Draw one scene from the world's prior."""
+    T, K = cfg.num_segments, cfg.num_classes
+    weights = np.array([0.2, 0.4, 0.4][: cfg.max_objects])
+    n = int(rng.choice(np.arange(1, cfg.max_objects + 1), p=weights / weights.sum()))
+    classes = [int(c) for c in rng.choice(K, size=n, replace=False)]
+    if n >= 2 and rng.random() < cfg.duplicate_prob:
+        classes[1] = classes[0]
+    classes = [classes[i] for i in rng.permutation(n)]
+    event_slot = int(rng.integers(n))
+    width = 1.0 / n
+    objects = []
+    for slot, cls in enumerate(classes):
+        radius = float(rng.uniform(0.08, min(0.2, width / 2 - 0.04)))
+        room = width / 2 - radius - 0.015
+        amp_x = float(rng.uniform(0.0, min(0.03, room)))
+        amp_y = float(rng.uniform(0.0, 0.04))
+        x = (slot + 0.5) * width + float(rng.uniform(-1, 1)) * (room - amp_x)
+        margin = radius + amp_y + 0.03
+        objects.append(SceneObject(
+            cls=cls,
+            slot=slot,
+            x=x,
+            y=float(rng.uniform(margin, 1 - margin)),
+            radius=radius,
+            motion=(amp_x, amp_y, float(rng.uniform(3.0, 8.0)), float(rng.uniform(0, 2 * np.pi))),
+            angle=float(rng.uniform(0, 2 * np.pi)),
+            spin=float(rng.uniform(-0.3, 0.3)),
+            shade=float(rng.uniform(0.85, 1.1)),
+            visible=_visibility(rng, cfg),
+            sounding=_sounding(rng, cfg, slot == event_slot),
+            gain=float(rng.choice(GAINS)),
+            detune=float(rng.uniform(0.97, 1.03)),
+        ))
+    distractors = []
+    if cfg.mode != "s4" and rng.random() < cfg.distractor_prob:
+        unseen = sorted(set(range(K)) - set(classes))
+        distractors.append(OffscreenSound(
+            cls=int(rng.choice(unseen)),
+            sounding=_interval(rng, T),
+            gain=float(rng.choice(GAINS)),
+            detune=float(rng.uniform(0.97, 1.03)),
+        ))
+    background = Background(
+        kind="gradient" if rng.random() < 0.5 else "noise",
+        colour_a=_muted_colour(rng),
+        colour_b=_muted_colour(rng),
+        angle=float(rng.uniform(0, 2 * np.pi)),
+        grain=float(rng.uniform(2.0, 8.0)),
+        seed=int(rng.integers(2**31)),
+    )
+    return Scene(
+        num_segments=T,
+        num_classes=K,
+        objects=tuple(objects),
+        distractors=tuple(distractors),
+        event_class=classes[event_slot],
+        background=background,
+        noise_level=float(rng.uniform(0.003, 0.012)),
+        audio_seed=int(rng.integers(2**31)),
+        mode=cfg.mode,
+    )
