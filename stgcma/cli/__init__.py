@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("params", "parameter counts of the named presets next to the paper's"),
     "inspect": ("inspect_cmd", "print a video's media facts and exactly what the model will see"),
     "synth": ("synth", "write a SynthAV dataset (mp4 clips + labels) to a folder"),
+    "train": ("train", "fine-tune STG-CMA on a task (CPU, one GPU, or under torchrun)"),
+    "eval": ("eval", "a checkpoint's metrics on a dataset"),
     "bench": ("bench", "speed benchmarks that print ratios"),
 }
 

@@ -1,0 +1,216 @@
+"""Adapter-only checkpoints: ``adapter_model.safetensors`` + ``adapter_config.json`` (peft-style).
+
+A checkpoint folder holds ONLY the trained tensors (adapters, temporal tables, stream norms, head)
+and a JSON document with everything needed to rebuild the model: the full ``ModelConfig``
+(backbone name and weights source, adapter settings, head, preprocessing) plus task metadata
+(class names, answer and question vocabularies) and the SHA-256 of the weights file.
+
+Writes are atomic (temporary file + ``os.replace``, weights before config), so a crash never
+leaves a half-written checkpoint; loading verifies the hash, the config, and that the only keys
+missing from the file are the frozen backbone's.
+
+Sources for ``load_model``: a local folder, ``"default"`` (the embedded default in ``assets/``,
+one folder per task) or a Hugging Face Hub repo id (through ``huggingface_hub``, which honours its
+cache and ``HF_HUB_OFFLINE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from stgcma.config import ConfigError, ModelConfig
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT = "stgcma-adapter"
+FORMAT_VERSION = 1
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_DIR = ASSETS_DIR / "default"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be found, read or applied; the message names the file and the problem."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: torch.nn.Module, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Save the trainable tensors of ``model`` and its config (+ ``meta``) to ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.named_parameters() if v.requires_grad}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT})
+        weights_hash = _sha256(Path(tmp))
+        os.replace(tmp, folder / WEIGHTS_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "weights_sha256": weights_hash,
+        "meta": meta or {},
+    }
+    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(document, indent=2).encode())
+    return folder
+
+
+def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """Read and validate ``adapter_config.json``: returns (model config, meta)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.exists():
+        raise CheckpointError(f"{path} not found: a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err})") from None
+    if document.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an STG-CMA adapter checkpoint (format {document.get('format')!r})")
+    try:
+        config = ModelConfig.from_dict(document["model"])
+    except (ConfigError, KeyError) as err:
+        raise CheckpointError(f"{path}: invalid model config ({err})") from None
+    meta = dict(document.get("meta", {}))
+    meta["weights_sha256"] = document.get("weights_sha256")
+    return config, meta
+
+
+def _resolve_backbone_path(config: ModelConfig, folder: Path) -> ModelConfig:
+    """A relative ``backbone.pretrained`` path in a checkpoint is relative to the checkpoint folder."""
+    pretrained = config.backbone.pretrained
+    if pretrained and pretrained.startswith("./") or (pretrained and pretrained.startswith("../")):
+        config.backbone.pretrained = str((folder / pretrained).resolve())
+    return config
+
+
+def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha256: str | None = None) -> None:
+    """Load adapter tensors into ``model``; the only keys the file may lack are frozen backbone keys."""
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.exists():
+        raise CheckpointError(f"{path} not found")
+    if expected_sha256 and _sha256(path) != expected_sha256:
+        raise CheckpointError(f"{path} does not match the hash in {CONFIG_NAME}: the checkpoint is incomplete "
+                              "or was modified; save it again")
+    tensors = load_file(str(path))
+    params = dict(model.named_parameters())
+    unexpected = sorted(set(tensors) - set(params))
+    if unexpected:
+        raise CheckpointError(f"{path} has tensors this model does not: {unexpected[:5]} "
+                              "(was it saved from a different config?)")
+    missing = [k for k, p in params.items() if p.requires_grad and k not in tensors]
+    if missing:
+        raise CheckpointError(f"{path} lacks trained tensors {missing[:5]}: config and weights do not match")
+    for key, value in tensors.items():
+        if params[key].shape != value.shape:
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
+                                  f"{tuple(params[key].shape)} (config mismatch)")
+    with torch.no_grad():
+        for key, value in tensors.items():
+            params[key].copy_(value)
+
+
+def resolve_source(source: str | Path, task: str | None = None) -> Path:
+    """A local checkpoint folder for ``source``: a folder, ``default`` (+ task) or a Hub repo id."""
+    text = str(source)
+    if text == "default" or text.startswith("default:"):
+        task = text.split(":", 1)[1] if ":" in text else task
+        if task is None:
+            raise CheckpointError("the embedded default has one checkpoint per task: pass a task (ave, avs, avqa)")
+        folder = DEFAULT_DIR / task
+        if not (folder / CONFIG_NAME).exists():
+            raise CheckpointError(f"the embedded default for task {task!r} is not in {folder}; "
+                                  "rebuild it with `python -m stgcma build-default`")
+        return folder
+    path = Path(text).expanduser()
+    if path.exists():
+        if (path / CONFIG_NAME).exists():
+            return path
+        if task and (path / task / CONFIG_NAME).exists():
+            return path / task
+        raise CheckpointError(f"{path} is not a checkpoint folder (no {CONFIG_NAME})")
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        return _from_hub(text, task)
+    raise CheckpointError(f"checkpoint {text!r} not found: give a folder, 'default', or a Hub repo id (owner/name)")
+
+
+def _from_hub(repo_id: str, task: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        root = Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors"]))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(f"Hub repo {repo_id} is not in the local Hugging Face cache and the Hub cannot be "
+                              "reached (offline); download it once online or pass a local folder") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot fetch Hub repo {repo_id}: {err}") from None
+    if (root / CONFIG_NAME).exists():
+        return root
+    if task and (root / task / CONFIG_NAME).exists():
+        return root / task
+    raise CheckpointError(f"Hub repo {repo_id} has no {CONFIG_NAME}" + (f" (nor {task}/{CONFIG_NAME})" if task else ""))
+
+
+def load_model(source: str | Path, task: str | None = None, device: str | torch.device = "cpu",
+               overrides: list[str] | dict[str, Any] | None = None):
+    """Rebuild a trained model from a checkpoint source; returns (model in eval mode, meta)."""
+    from stgcma.config import apply_overrides
+    from stgcma.model import STGCMAModel
+
+    folder = resolve_source(source, task)
+    config, meta = read_checkpoint_config(folder)
+    if task and config.head.task != task:
+        raise CheckpointError(f"{folder} is a {config.head.task!r} checkpoint, not {task!r}")
+    config = _resolve_backbone_path(config, folder)
+    if overrides:
+        config = apply_overrides(config, overrides)
+    model = STGCMAModel(config)
+    load_weights_into(model, folder, meta.get("weights_sha256"))
+    meta["source"] = str(folder)
+    return model.to(device).eval(), meta

@@ -1,0 +1,105 @@
+"""Per-task losses and metric accumulators, the only task-specific code in training.
+
+``TaskLoss`` wraps a model so that the WHOLE loss is computed inside ``forward`` (DDP then sees
+every parameter use, including the AVQA matching branch). ``Evaluator`` accumulates a task's
+metrics over batches and returns a flat dict whose ``select`` key drives model selection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stgcma.metrics import AVQAAccuracy, AVSMetrics
+
+SELECT_KEY = {"ave": "accuracy", "avs": "miou", "avqa": "accuracy"}
+
+
+def move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of a collated batch to ``device`` (strings stay)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def task_inputs(task: str, batch: dict[str, Any]) -> dict[str, Any]:
+    """Extra head inputs of a task (the AVQA question)."""
+    return {"question": batch["question"]} if task == "avqa" else {}
+
+
+class TaskLoss(nn.Module):
+    """``forward(batch) -> (loss, logits)`` for one task; wrap THIS in DDP."""
+
+    def __init__(self, model: nn.Module, task: str, match_weight: float = 0.5) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.match_weight = match_weight
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(batch["video"], batch["audio"], **task_inputs(self.task, batch))
+        logits = out["logits"]
+        if self.task == "ave":
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["label"].flatten())
+        elif self.task == "avs":
+            mask_logits = logits.squeeze(2).float()  # (B, T, S, S)
+            valid = batch["mask_valid"].float()[..., None, None]  # (B, T, 1, 1)
+            per_pixel = F.binary_cross_entropy_with_logits(mask_logits, batch["mask"], reduction="none")
+            loss = (per_pixel * valid).sum() / (valid.sum() * per_pixel.shape[-1] * per_pixel.shape[-2]).clamp_min(1)
+        else:
+            loss = F.cross_entropy(logits.float(), batch["answer"])
+            if self.match_weight and "video_neg" in batch:
+                loss = loss + self.match_weight * self._matching_loss(batch, out)
+        return loss, logits
+
+    def _matching_loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Audio-visual matching (AVST): the clip's own frames vs another clip's, with the same audio."""
+        model = self.model
+        pos = out["match_logits"]  # (B*T, 2)
+        neg_feats = model.forward_features(batch["video_neg"], batch["audio"])
+        neg = model.head.matching_logits(neg_feats, model.encoder)  # (B*T, 2)
+        logits = torch.cat([pos, neg]).float()
+        target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long().to(logits.device)
+        return F.cross_entropy(logits, target)
+
+
+class Evaluator:
+    """Accumulates one task's metrics; ``compute()`` returns a flat dict with the ``select`` key."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.loss_sum, self.batches = 0.0, 0
+        if task == "ave":
+            self.correct, self.total = 0, 0
+        elif task == "avs":
+            self.avs = AVSMetrics(from_logits=True)
+        else:
+            self.avqa = AVQAAccuracy()
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, batch: dict[str, Any], loss: torch.Tensor | None = None) -> None:
+        if loss is not None:
+            self.loss_sum += float(loss)
+            self.batches += 1
+        if self.task == "ave":
+            pred = logits.argmax(-1)
+            self.correct += int((pred == batch["label"]).sum())
+            self.total += batch["label"].numel()
+        elif self.task == "avs":
+            self.avs.update(logits.squeeze(2).float().cpu(), batch["mask"].cpu(), batch["mask_valid"].cpu())
+        else:
+            self.avqa.update(logits.argmax(-1).cpu(), batch["answer"].cpu(), list(batch["qtype"]))
+
+    def compute(self) -> dict[str, float]:
+        if self.task == "ave":
+            metrics = {"accuracy": self.correct / max(self.total, 1)}
+        elif self.task == "avs":
+            metrics = {k: v for k, v in self.avs.compute().items() if k != "frames"}
+        else:
+            metrics = self.avqa.compute()
+            metrics["accuracy"] = metrics.pop("overall", 0.0)
+        if self.batches:
+            metrics["loss"] = self.loss_sum / self.batches
+        metrics["select"] = metrics[SELECT_KEY[self.task]]
+        return metrics
