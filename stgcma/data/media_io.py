@@ -73,7 +73,7 @@ def load_wav_segments(path: str | Path, cfg: PreprocessConfig, num_segments: int
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image file as uint8 RGB (H, W, 3)."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
 
 
 def load_png_frames(paths: list[Path], cfg: PreprocessConfig) -> torch.Tensor:
