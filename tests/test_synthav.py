@@ -14,6 +14,7 @@ import torch
 
 from stgcma.cli import main as cli_main
 from stgcma.config import PreprocessConfig
+from stgcma.data.spec import build_dataset
 from stgcma.data.synthav.audio import class_template, render_audio
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.dataset import SynthAV
@@ -22,6 +23,7 @@ from stgcma.data.synthav.questions import QTYPES, TEMPLATES, blind_baseline, que
 from stgcma.data.synthav.render import object_mask, render_frames, render_masks, segment_times
 from stgcma.data.synthav.scene import SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
+from stgcma.data.vocab import Vocab
 
 CFG = SynthConfig()
 PRE = PreprocessConfig(image_size=48)
@@ -200,6 +202,8 @@ def test_write_and_read_back_folder(tmp_path: Path) -> None:
     assert (item["audio"] - ref["audio"]).abs().mean() < 0.1  # AAC round trip
     masks = SynthAVFolder(tmp_path, "avs", PRE)[1]["mask"]
     assert torch.equal(masks, SynthAV(5, 2, "avs", PRE, segments=3)[1]["mask"])
+    vocab = Vocab(["is", "the"])
+    assert build_dataset(tmp_path, "avqa", "train", PRE, question_vocab=vocab).question_vocab is vocab
     (tmp_path / "avs.json").unlink()
     with pytest.raises(FileNotFoundError, match="avs.json"):
         SynthAVFolder(tmp_path, "avs", PRE)

@@ -7,7 +7,7 @@ straight to training; :func:`write_synthav` (``python -m stgcma synth``) writes 
 files that :class:`SynthAVFolder` reads back through the real decoding path.
 """
 
-from stgcma.data.synthav.clip import Clip, make_clip
+from stgcma.data.synthav.clip import Clip, format_baseline, make_clip, measure_blind_baseline
 from stgcma.data.synthav.dataset import SynthAV
 from stgcma.data.synthav.folder import SynthAVFolder, write_synthav
 from stgcma.data.synthav.questions import Question, blind_baseline
@@ -23,6 +23,8 @@ __all__ = [
     "SynthConfig",
     "blind_baseline",
     "class_names",
+    "format_baseline",
     "make_clip",
+    "measure_blind_baseline",
     "write_synthav",
 ]

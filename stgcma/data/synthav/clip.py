@@ -12,7 +12,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from stgcma.data.synthav.questions import Question, answer_vocabulary, sample_scene_and_question
+from stgcma.data.synthav.questions import (
+    Question,
+    answer_vocabulary,
+    blind_baseline,
+    sample_scene_and_question,
+)
 from stgcma.data.synthav.scene import Scene, SynthConfig
 from stgcma.data.synthav.styles import class_names
 
@@ -81,3 +86,22 @@ def make_clip(seed: int, index: int, cfg: SynthConfig, split: str = "train") -> 
 def answers(cfg: SynthConfig) -> list[str]:
     """The answer vocabulary of a world with ``cfg.num_classes`` classes."""
     return answer_vocabulary(list(_names(cfg.num_classes)))
+
+
+def measure_blind_baseline(n: int = 3000, seed: int = 0, cfg: SynthConfig | None = None,
+                           split: str = "train") -> dict[str, dict[str, float]]:
+    """Blind baselines of ``n`` questions of (seed, split), majorities counted on ``n`` questions of
+    seed + 1 (an honest held-out estimate); see :func:`~stgcma.data.synthav.questions.blind_baseline`."""
+    cfg = cfg or SynthConfig()
+    scored = [make_clip(seed, i, cfg, split).question for i in range(n)]
+    fit = [make_clip(seed + 1, i, cfg, split).question for i in range(n)]
+    return blind_baseline(scored, fit)
+
+
+def format_baseline(rows: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of :func:`measure_blind_baseline`'s rows (accuracies in %)."""
+    lines = [f"{'question type':28s} {'n':>6s} {'type':>6s} {'templ':>6s} {'quest':>6s} {'chance':>6s}"]
+    for label, row in rows.items():
+        lines.append(f"{label:28s} {int(row['n']):6d} " + " ".join(
+            f"{100 * row[k]:6.1f}" for k in ("type", "template", "question", "chance")))
+    return "\n".join(lines)

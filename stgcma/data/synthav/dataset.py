@@ -19,6 +19,7 @@ from stgcma.data.synthav.questions import QTYPES, question_vocabulary
 from stgcma.data.synthav.render import render_frames, render_masks, segment_times
 from stgcma.data.synthav.scene import Mode, SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
+from stgcma.data.vocab import Vocab
 from stgcma.media.features import frames_to_tensor, segment_fbanks
 
 
@@ -36,13 +37,15 @@ class SynthAV(AVDataset):
         classes: number of object classes K (AVE has K + 1 labels with background).
         size: render side in pixels before preprocessing; defaults to ``preprocess.image_size``.
         negatives: add ``video_neg`` (frames of another clip) to AVQA items.
+        question_vocab: vocabulary to encode questions with (e.g. a checkpoint's); default: every
+            word SynthAV questions can contain.
         **world: further :class:`SynthConfig` fields (``distractor_prob``, ``max_objects``...).
     """
 
     def __init__(self, seed: int = 0, n: int = 1000, task: str = "ave",
                  preprocess: PreprocessConfig | None = None, mode: Mode = "ms3", split: str = "train",
                  segments: int | None = None, classes: int = 8, size: int | None = None,
-                 negatives: bool = True, **world: float | int) -> None:
+                 negatives: bool = True, question_vocab: Vocab | None = None, **world: float | int) -> None:
         self.task = check_task(task)
         split_id(split)
         if n < 1:
@@ -59,7 +62,7 @@ class SynthAV(AVDataset):
         self.styles = class_styles(classes)
         self.object_names = class_names(classes)
         self.answer_vocab = answers(self.config)
-        self.question_vocab = question_vocabulary(self.object_names)
+        self.question_vocab = question_vocab or question_vocabulary(self.object_names)
         self.question_types = list(QTYPES)
         if self.task == "ave":
             self.class_names = [*self.object_names, "background"]

@@ -35,6 +35,7 @@ from stgcma.data.synthav.questions import QTYPES, question_vocabulary
 from stgcma.data.synthav.render import render_frames, render_masks, segment_times, video_times
 from stgcma.data.synthav.scene import SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
+from stgcma.data.vocab import Vocab
 from stgcma.media.encode import write_video
 
 FORMAT = "synthav-1"
@@ -117,10 +118,11 @@ class SynthAVFolder(AVDataset):
         task: ``"ave"``, ``"avs"`` or ``"avqa"`` (its label file must exist).
         preprocess: tensor preprocessing; ``num_segments`` must not exceed the clips' length.
         negatives: add ``video_neg`` (another clip's frames) to AVQA items.
+        question_vocab: vocabulary to encode questions with (e.g. a checkpoint's).
     """
 
     def __init__(self, root: str | Path, task: str = "ave", preprocess: PreprocessConfig | None = None,
-                 negatives: bool = True) -> None:
+                 negatives: bool = True, question_vocab: Vocab | None = None) -> None:
         self.root = Path(root)
         self.task = check_task(task)
         what = f"SynthAV folder {self.root}"
@@ -134,7 +136,7 @@ class SynthAVFolder(AVDataset):
         self.negatives = negatives
         self.object_names = list(self.meta["class_names"])
         self.answer_vocab = list(self.meta["answer_vocab"])
-        self.question_vocab = question_vocabulary(self.object_names)
+        self.question_vocab = question_vocab or question_vocabulary(self.object_names)
         self.question_types = list(QTYPES)
         self.class_names = {"ave": [*self.object_names, "background"], "avs": list(AVS_CLASS_NAMES),
                             "avqa": self.answer_vocab}[task]
