@@ -210,7 +210,10 @@ def load_model(source: str | Path, task: str | None = None, device: str | torch.
     config = _resolve_backbone_path(config, folder)
     if overrides:
         config = apply_overrides(config, overrides)
-    model = STGCMAModel(config)
+    with torch.random.fork_rng(devices=[]):
+        if config.backbone.pretrained is None and meta.get("init_seed") is not None:
+            torch.manual_seed(int(meta["init_seed"]))  # a randomly initialised trunk is rebuilt from its seed
+        model = STGCMAModel(config)
     load_weights_into(model, folder, meta.get("weights_sha256"))
     meta["source"] = str(folder)
     return model.to(device).eval(), meta

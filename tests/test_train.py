@@ -1,0 +1,130 @@
+"""Training: run folder contents, DDP (2 gloo processes) == 1 process, SIGKILL + resume == uninterrupted."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stgcma.train import TrainConfig, fit
+from stgcma.train.distributed import GlobalBatchSampler
+from stgcma.train.loop import cosine_with_warmup
+
+ROOT = Path(__file__).resolve().parents[1]
+# Dropout and DropPath off: their random streams differ between 1 and 2 processes.
+DETERMINISTIC = ["head.dropout=0.0", "adapter.drop_path=0.0"]
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _train_cmd(out, data="synthav:seed=0,n=8", extra=()):
+    return ["-m", "stgcma", "train", "--task", "ave", "--preset", "vit-test", "--data", data, "--out", str(out),
+            "--quiet", "lr=0.003", "warmup_epochs=0", *extra, *DETERMINISTIC]
+
+
+def _losses(run):
+    with open(Path(run) / "steps.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_global_batch_sampler_splits_the_same_global_batches():
+    single = list(GlobalBatchSampler(10, 4, seed=1))
+    ranks = [list(GlobalBatchSampler(10, 4, seed=1, rank=r, world_size=2)) for r in range(2)]
+    assert len(single) == 2
+    for b, batch in enumerate(single):
+        assert ranks[0][b] + ranks[1][b] == batch
+    with pytest.raises(ValueError, match="divisible"):
+        GlobalBatchSampler(10, 3, seed=0, world_size=2)
+
+
+def test_cosine_schedule():
+    assert cosine_with_warmup(0, 4, 20) == pytest.approx(0.25)
+    assert cosine_with_warmup(3, 4, 20) == pytest.approx(1.0)
+    assert cosine_with_warmup(12, 4, 20) == pytest.approx(0.5)
+    assert cosine_with_warmup(20, 4, 20) == pytest.approx(0.0)
+
+
+def test_fit_writes_a_complete_run_folder(tmp_path):
+    cfg = TrainConfig(task="ave", preset="vit-test", data="synthav:seed=0,n=8", out=str(tmp_path / "run"),
+                      epochs=2, batch_size=4, accum_steps=2, avg_from=1)
+    summary = fit(cfg, ["adapter.ratio=0.125"], progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.csv", "steps.csv", "state.pt", "summary.json"):
+        assert (run / name).exists(), name
+    for ckpt in ("best", "last", "averaged"):
+        assert (run / ckpt / "adapter_model.safetensors").exists()
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["lr"] == 5e-5 and config["model"]["adapter"]["ratio"] == 0.125
+    assert config["model"]["head"]["num_classes"] == 9  # SynthAV's 8 classes + background
+    assert summary["selected"] in ("best", "averaged")
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    single = subprocess.run([sys.executable, *_train_cmd(tmp_path / "one", extra=["epochs=2", "batch_size=4"])],
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *_train_cmd(tmp_path / "two", extra=["epochs=2", "batch_size=4"])],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 4
+    # Tolerance: float32 sums in a different order (per-rank means, then all-reduce): 1e-5 relative.
+    assert one == pytest.approx(two, rel=1e-5)
+    w1 = load_file(str(tmp_path / "one" / "last" / "adapter_model.safetensors"))
+    w2 = load_file(str(tmp_path / "two" / "last" / "adapter_model.safetensors"))
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    extra = ["epochs=3", "batch_size=2", "seed=5"]
+    data = "synthav:seed=1,n=24"
+    full = subprocess.run([sys.executable, *_train_cmd(tmp_path / "full", data, extra)], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, *_train_cmd(run, data, extra)], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "metrics.csv").exists() and len((run / "metrics.csv").read_text().splitlines()) >= 2:
+            time.sleep(0.3)  # into epoch 2
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists()
+
+    resumed = subprocess.run([sys.executable, "-m", "stgcma", "train", "--resume", str(run), "--quiet"],
+                             env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(str(tmp_path / "full" / "last" / "adapter_model.safetensors"))
+    b = load_file(str(run / "last" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    epochs = [r["epoch"] for r in csv.DictReader(open(run / "metrics.csv"))]
+    assert epochs == ["1", "2", "3"]
+
+
+def test_resume_needs_a_run_folder(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stgcma", "train", "--resume", str(tmp_path)], env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "config.json" in result.stderr
