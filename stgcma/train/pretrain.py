@@ -1,0 +1,135 @@
+"""Image-only pretraining of the embedded default's small ViT on SynthAV FRAMES (no audio at all).
+
+This mirrors the paper's premise at toy scale: an image model that never heard anything is
+pretrained, frozen, then adapted to audio-visual tasks. The objective is supervised, like
+ImageNet pretraining, plus a dense term so patch tokens know what they cover:
+
+- per patch: which object class (or background) covers most of the patch (cross-entropy);
+- per image: which classes are visible (multi-label, binary cross-entropy on the CLS token).
+
+The result is saved as a plain timm state dict in safetensors, loadable by
+``BackboneConfig(name="synth-vit", pretrained=PATH)`` like any local timm checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from stgcma.backbones import source_model
+from stgcma.config import BackboneConfig, PreprocessConfig
+from stgcma.data.synthav.clip import make_clip
+from stgcma.data.synthav.render import object_mask, render_frames, segment_times
+from stgcma.data.synthav.scene import SynthConfig
+from stgcma.data.synthav.styles import class_styles
+from stgcma.media.features import frames_to_tensor
+
+
+class SynthFrames(Dataset):
+    """Single SynthAV frames with a class-index map (0 = background, 1 + k = class k) per pixel."""
+
+    def __init__(self, seed: int, n_clips: int, preprocess: PreprocessConfig, classes: int = 8,
+                 frames_per_clip: int = 4) -> None:
+        self.seed, self.n_clips, self.pre = seed, n_clips, preprocess
+        self.frames_per_clip = frames_per_clip
+        self.config = SynthConfig(num_segments=10, num_classes=classes, sample_rate=preprocess.sample_rate)
+        self.styles = class_styles(classes)
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return self.n_clips * self.frames_per_clip
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clip = make_clip(self.seed, index // self.frames_per_clip, self.config, "train")
+        scene = clip.scene
+        seg = (index % self.frames_per_clip) * (scene.num_segments // self.frames_per_clip)
+        t = float(segment_times(scene.num_segments)[seg])
+        size = self.pre.image_size
+        frame = render_frames(scene, np.array([t]), size, self.styles)  # (1, S, S, 3)
+        labels = np.zeros((size, size), dtype=np.int64)
+        for obj in scene.objects:  # painted in drawing order: later objects cover earlier ones
+            if obj.visible[seg]:
+                labels[object_mask(scene, obj, t, size, self.styles)] = obj.cls + 1
+        return frames_to_tensor(frame, self.pre)[0], torch.from_numpy(labels)
+
+
+class PretrainHeads(nn.Module):
+    """Patch classifier and image-level multi-label classifier on top of a timm ViT."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.patch = nn.Linear(dim, classes + 1)
+        self.image = nn.Linear(dim, classes)
+
+
+@dataclass
+class PretrainResult:
+    path: Path
+    seconds: float
+    patch_accuracy: float
+
+
+def patch_targets(labels: torch.Tensor, patch: int, classes: int) -> torch.Tensor:
+    """Majority class per patch: (B, S, S) -> (B, S/p * S/p)."""
+    one_hot = F.one_hot(labels, classes + 1).permute(0, 3, 1, 2).float()  # (B, K+1, S, S)
+    votes = F.avg_pool2d(one_hot, patch)  # (B, K+1, S/p, S/p)
+    return votes.flatten(2).argmax(1)  # (B, N)
+
+
+def pretrain_backbone(out: str | Path, backbone: str = "synth-vit", preprocess: PreprocessConfig | None = None,
+                      seed: int = 1000, n_clips: int = 2000, epochs: int = 6, batch_size: int = 64,
+                      lr: float = 1e-3, device: str = "cpu", progress: bool = True) -> PretrainResult:
+    """Train the backbone on SynthAV frames and save its timm state dict to ``out`` (safetensors)."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    pre = preprocess or PreprocessConfig(image_size=112)
+    model = source_model(BackboneConfig(name=backbone)).train().to(device)
+    model.requires_grad_(True)
+    classes = 8
+    heads = PretrainHeads(model.embed_dim, classes).to(device)
+    data = SynthFrames(seed, n_clips, pre, classes)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+    params = [*model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    total = epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * 0.5 * (1 + math.cos(math.pi * s / total)))
+    patch = model.patch_embed.patch_size[0]
+    start = time.time()
+    correct = seen = 0
+    for epoch in range(epochs):
+        correct = seen = 0
+        bar = tqdm(loader, desc=f"pretrain {epoch + 1}/{epochs}", disable=not progress)
+        for images, labels in bar:
+            images, labels = images.to(device), labels.to(device)
+            tokens = model.forward_features(images)  # (B, 1+N, D), final-normed
+            target = patch_targets(labels, patch, classes)  # (B, N)
+            patch_logits = heads.patch(tokens[:, 1:])  # (B, N, K+1)
+            present = F.one_hot(target, classes + 1)[..., 1:].amax(1).float()  # (B, K)
+            loss = F.cross_entropy(patch_logits.flatten(0, 1), target.flatten())
+            loss = loss + F.binary_cross_entropy_with_logits(heads.image(tokens[:, 0]), present)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            correct += int((patch_logits.argmax(-1) == target).sum())
+            seen += target.numel()
+            bar.set_postfix(loss=f"{loss.item():.3f}", patch_acc=f"{correct / seen:.3f}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = out.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "pretraining": "SynthAV frames only (no audio)"})
+    tmp.replace(out)
+    return PretrainResult(out, time.time() - start, correct / max(seen, 1))
