@@ -1,8 +1,15 @@
 """Task heads on top of the shared STG-CMA encoder (METHOD.md, "Task heads").
 
+Reference: Wang, Tian, Hatzinakos, "Towards Efficient Audio-Visual Learners via Empowering
+Pre-trained Vision Transformers with Cross-Modal Adaptation", CVPR-W 2024 (arXiv 2403.01862).
+The AVS decoder follows AVSBench (Zhou et al., ECCV 2022: ASPP, TPAVI, FPN-style refinement) with a
+ViTDet simple feature pyramid (Li et al., ECCV 2022) for ViT backbones; the AVQA head follows AVST
+(Li et al., "Learning to Answer Questions in Dynamic Audio-Visual Scenarios", CVPR 2022).
+
 A head is a ``TaskHead``: it is trained whenever the model is (selected by type in
 ``stgcma.model.mark_trainable``), declares which encoder blocks it taps (``taps``; ``None`` = the
-end of every stage) and maps the encoder's feature dict to a dict with ``logits``.
+end of every stage) and maps the encoder's feature dict (plus task inputs such as ``question``) to a
+dict with ``logits``.
 """
 
 from __future__ import annotations
@@ -10,16 +17,35 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from stgcma.adapters import init_linear
 from stgcma.config import ConfigError, ModelConfig
+
+TASKS = ("ave", "avs", "avqa")
 
 
 class TaskHead(nn.Module):
     """Marker base class for task heads."""
 
     taps: list[int] | None = None
+
+
+def _patch_tokens(tokens: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
+    """Drop the ViT class token: (B*T, [1+]H*W, D) -> (B*T, H*W, D)."""
+    return tokens[:, 1:] if encoder.is_vit else tokens
+
+
+def _to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B*T, H*W, C) tokens -> (B*T, C, H, W) map."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)  # (B*T, C, H, W)
+
+
+# ----------------------------------------------------------------------------------------------
+# AVE
+# ----------------------------------------------------------------------------------------------
 
 
 class AVEHead(TaskHead):
@@ -37,9 +63,345 @@ class AVEHead(TaskHead):
         return {"logits": logits}
 
 
+# ----------------------------------------------------------------------------------------------
+# AVS: multi-scale visual features -> AVSBench decoder
+# ----------------------------------------------------------------------------------------------
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a (N, C, H, W) map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (N, C, H, W)
+
+
+def _resampler(dim: int, scale: float) -> tuple[nn.Module, int]:
+    """ViTDet simple-pyramid resampling by ``scale`` (4, 2, 1 or 0.5); returns (module, output width)."""
+    if scale == 4:
+        return nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), LayerNorm2d(dim // 2), nn.GELU(),
+            nn.ConvTranspose2d(dim // 2, dim // 4, 2, stride=2),
+        ), dim // 4
+    if scale == 2:
+        return nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), dim // 2
+    if scale == 1:
+        return nn.Identity(), dim
+    if scale == 0.5:
+        return nn.MaxPool2d(2), dim
+    raise ValueError(f"pyramid scale must be 4, 2, 1 or 0.5; got {scale}")
+
+
+class ASPP(nn.Module):
+    """AVSBench's atrous pyramid: the sum of 3x3 convolutions with dilations 3, 6, 12, 18."""
+
+    def __init__(self, in_channels: int, channels: int, dilations: tuple[int, ...] = (3, 6, 12, 18)) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(in_channels, channels, 3, padding=d, dilation=d) for d in dilations)
+        for conv in self.convs:
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(conv(x) for conv in self.convs)
+
+
+class PyramidLevel(nn.Module):
+    """Tokens of one tapped block -> one decoder scale: LayerNorm, resample, 1x1 projection, ASPP.
+
+    ``normed=True`` skips the LayerNorm for tokens that already went through the encoder's final norm.
+    """
+
+    def __init__(self, dim: int, channels: int, scale: float = 1.0, normed: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.Identity() if normed else nn.LayerNorm(dim)
+        self.resample, width = _resampler(dim, scale)
+        self.proj = nn.Conv2d(width, channels, 1)
+        self.aspp = ASPP(channels, channels)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """(B*T, h*w, D) tokens on ``grid`` -> (B*T, C, H, W)."""
+        x = self.resample(_to_map(self.norm(tokens), grid))  # (B*T, D', H, W)
+        return self.aspp(self.proj(x))  # (B*T, C, H, W)
+
+
+class TPAVI(nn.Module):
+    """AVSBench's temporal pixel-wise audio-visual interaction (a non-local block, "dot" mode).
+
+    Each position i of each frame attends the clip's T audio vectors, broadcast over space, and
+    gathers visual values: ``y_i = sum_(t,j) theta(x_i) . phi(a_t) g(x_(t,j)) / (T*H*W)``; then
+    ``z = LayerNorm(x + BN(W y))`` with the BN scale at zero, so the block starts as LayerNorm(x).
+    Since the audio is constant over a frame's positions, the sum is computed in factored form
+    (no (THW x THW) matrix); the result equals AVSBench's.
+    """
+
+    def __init__(self, channels: int, audio_dim: int) -> None:
+        super().__init__()
+        inter = channels // 2
+        self.align = nn.Linear(audio_dim, channels)
+        self.theta = nn.Conv2d(channels, inter, 1)
+        self.phi = nn.Linear(channels, inter)  # the 1x1 conv on the broadcast audio map
+        self.g = nn.Conv2d(channels, inter, 1)
+        self.out = nn.Conv2d(inter, channels, 1)
+        self.bn = nn.BatchNorm2d(channels)
+        nn.init.zeros_(self.bn.weight)
+        self.norm = LayerNorm2d(channels)
+
+    def forward(self, x: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """x: (B*T, C, H, W) visual maps; audio: (B, T, audio_dim) -> (B*T, C, H, W)."""
+        B, T = audio.shape[:2]
+        H, W = x.shape[-2:]
+        phi = self.phi(self.align(audio))  # (B, T, c)
+        theta = self.theta(x).flatten(2).transpose(1, 2).reshape(B, T * H * W, -1)  # (B, T*H*W, c)
+        g = self.g(x).flatten(2).mean(-1).reshape(B, T, -1)  # (B, T, c): averaged over each frame
+        y = (theta @ phi.transpose(1, 2) / T) @ g  # (B, T*H*W, c); 1/T * 1/(H*W) = AVSBench's 1/N
+        y = y.reshape(B * T, H, W, -1).permute(0, 3, 1, 2)  # (B*T, c, H, W)
+        return self.norm(x + self.bn(self.out(y)))
+
+
+class ResidualConvUnit(nn.Module):
+    """ReLU -> 3x3 conv -> ReLU -> 3x3 conv, plus the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class RefineBlock(nn.Module):
+    """FPN-style top-down step (AVSBench's FeatureFusionBlock): add the refined lateral map, refine, upsample."""
+
+    def __init__(self, channels: int, lateral: bool) -> None:
+        super().__init__()
+        self.lateral = ResidualConvUnit(channels) if lateral else None
+        self.refine = ResidualConvUnit(channels)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], skip: torch.Tensor | None = None) -> torch.Tensor:
+        """x, skip: (B*T, C, h, w) -> (B*T, C, *size)."""
+        if skip is not None:
+            x = x + self.lateral(skip)
+        return F.interpolate(self.refine(x), size=size, mode="bilinear", align_corners=True)
+
+
+class MaskOutput(nn.Module):
+    """AVSBench's output convs: 3x3 conv -> upsample to the image -> 3x3 conv -> ReLU -> 1x1 conv to 1 logit."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, 128, 3, padding=1)
+        self.conv2 = nn.Conv2d(128, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 1, 1)
+
+    def forward(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        """(B*T, C, h, w) -> (B*T, 1, size, size)."""
+        x = F.interpolate(self.conv1(x), size=(size, size), mode="bilinear", align_corners=False)
+        return self.conv3(F.relu(self.conv2(x)))
+
+
+class AVSHead(TaskHead):
+    """Sounding-object mask decoder (AVSBench-style) over multi-scale visual features of the encoder.
+
+    Scales, finest first: Swin stage outputs (strides 4, 8, 16, 32 for a 4-stage Swin); for a ViT, a
+    ViTDet simple pyramid over blocks tapped evenly through the depth (block ``depth*(k+1)//n - 1``
+    for scale k), resampled x4, x2, x1, /2 (strides p/4, p/2, p, 2p for patch size p; the /2 level is
+    dropped when the patch grid is under 4x4). Per scale: 1x1 projection + ASPP to ``channels``, then
+    TPAVI with the audio feature (pooled audio tokens -> Linear(D, audio_dim)); then top-down
+    refinement and upsampling to ``image_size`` logits.
+
+    ``forward(feats, encoder)`` returns ``{"logits": (B, T, 1, S, S)}`` mask logits (S = image size).
+    """
+
+    def __init__(self, encoder: nn.Module, channels: int, audio_dim: int) -> None:
+        super().__init__()
+        trunk = encoder.trunk
+        depth = len(trunk.blocks)
+        self.image_size = encoder.config.preprocess.image_size
+        if encoder.is_vit:
+            scales = [4.0, 2.0, 1.0] + ([0.5] if min(trunk.grid) >= 4 else [])
+            n = len(scales)
+            self.level_taps = [max(depth * (k + 1) // n - 1, 0) for k in range(n)]
+            dims = [trunk.embed_dim] * n
+        else:
+            scales = [1.0] * len(trunk.stages)
+            self.level_taps = [int(e) for e in encoder.stage_ends]
+            dims = list(trunk.stage_dims)
+        self.last_block = depth - 1
+        self.taps = sorted(set(self.level_taps))
+        self.levels = nn.ModuleList(
+            PyramidLevel(d, channels, s, normed=t == self.last_block)
+            for d, s, t in zip(dims, scales, self.level_taps, strict=True)
+        )
+        self.audio_proj = nn.Linear(encoder.embed_dim, audio_dim)
+        self.tpavi = nn.ModuleList(TPAVI(channels, audio_dim) for _ in scales)
+        self.refine = nn.ModuleList(RefineBlock(channels, lateral=k < len(scales) - 1) for k in range(len(scales)))
+        self.output = MaskOutput(channels)
+
+    def _level_tokens(self, feats: dict[str, Any], tap: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens and grid after block ``tap``; the last block's come final-normed from the encoder."""
+        if tap == self.last_block:
+            return feats["video"], feats["grid_v"]
+        xv, _, grid = feats["intermediates"][self.taps.index(tap)]
+        return xv, grid
+
+    def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
+        if len(feats["intermediates"]) != len(self.taps):
+            raise ValueError(f"the AVS head needs the encoder blocks {self.taps} tapped; "
+                             "compute features with model.forward_features(video, audio)")
+        B, T = feats["batch"], feats["frames"]
+        audio = self.audio_proj(encoder.pooled(feats)[1])  # (B, T, audio_dim)
+        maps = []
+        for level, tpavi, tap in zip(self.levels, self.tpavi, self.level_taps, strict=True):
+            tokens, grid = self._level_tokens(feats, tap)
+            maps.append(tpavi(level(_patch_tokens(tokens, encoder), grid), audio))  # (B*T, C, H_k, W_k)
+        h, w = maps[0].shape[-2:]
+        sizes = [(2 * h, 2 * w)] + [tuple(m.shape[-2:]) for m in maps[:-1]]  # each level's output size
+        x = self.refine[-1](maps[-1], sizes[-1])
+        for k in range(len(maps) - 2, -1, -1):
+            x = self.refine[k](x, sizes[k], skip=maps[k])  # (B*T, C, H_k', W_k')
+        logits = self.output(x, self.image_size)  # (B*T, 1, S, S)
+        return {"logits": logits.reshape(B, T, *logits.shape[1:])}  # (B, T, 1, S, S)
+
+
+# ----------------------------------------------------------------------------------------------
+# AVQA: AVST-style question answering
+# ----------------------------------------------------------------------------------------------
+
+
+class QuestionEncoder(nn.Module):
+    """AVST's question encoder: tanh(word embedding) -> LSTM -> final [h, c] -> tanh -> Linear(2H, H).
+
+    Token 0 is padding. Trailing padding is packed away (the final state is the last real token's),
+    so padding a question with more zeros does not change its vector.
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.fc = nn.Linear(2 * hidden, hidden)
+
+    def forward(self, question: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, H)."""
+        positions = torch.arange(1, question.shape[1] + 1, device=question.device)
+        lengths = (positions * (question != 0)).amax(dim=1).clamp(min=1)  # (B,): up to the last real token
+        x = torch.tanh(self.embed(question))  # (B, L, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h, c) = self.lstm(packed)  # (1, B, H) each, in input order
+        return self.fc(torch.tanh(torch.cat([h[0], c[0]], dim=-1)))  # (B, H)
+
+
+class QuestionTemporalAttention(nn.Module):
+    """AVST's question-guided temporal attention over T segment vectors, residual FFN, LayerNorm, + mean."""
+
+    def __init__(self, dim: int, heads: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, query: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        """query: (B, H), seq: (B, T, H) -> (B, H)."""
+        x = self.attn(query.unsqueeze(1), seq, seq, need_weights=False)[0].squeeze(1)  # (B, H)
+        x = self.norm(x + self.drop(self.ffn(x)))
+        return x + seq.mean(dim=1)
+
+
+class AVQAHead(TaskHead):
+    """MUSIC-AVQA answer classifier in the style of AVST, on the shared encoder's features.
+
+    Per segment: audio vector a_t = MLP(pooled audio tokens); visual patch tokens -> Linear(D, H);
+    audio-guided spatial grounding (softmax over patches of cos(a_t, v_t,j)) gives the grounded vector,
+    fused with the mean visual token: v_t = Linear(tanh([mean, grounded])). The question vector q
+    (``QuestionEncoder``) attends over the T segments of each modality; the two results are fused
+    (tanh -> Linear(2H, H)), multiplied with q, tanh, and classified into ``answers``.
+
+    ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers) and
+    ``match_logits`` (B*T, 2), the audio-visual matching logits of these (positive) pairs.
+
+    Matching loss (AVST, weight 0.5), in a trainer::
+
+        feats = model.forward_features(video, audio)
+        out = model.forward_head(feats, question=question)
+        neg = model.head.matching_logits(model.forward_features(video_neg, audio), model.encoder)
+        loss = F.cross_entropy(out["logits"], answer) + 0.5 * AVQAHead.matching_loss(out["match_logits"], neg)
+
+    ``video_neg`` holds frames of other clips; the negative pass runs the encoder again, because the
+    cross-modal adapters mix audio and video inside the encoder.
+    """
+
+    def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.question_encoder = QuestionEncoder(vocab_size, embed_dim, hidden)
+        self.audio_mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.visual_proj = nn.Linear(dim, hidden)
+        self.ground_fc = nn.Linear(2 * hidden, hidden)
+        self.match = nn.Sequential(
+            nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(),
+            nn.Linear(hidden // 2, hidden // 4), nn.ReLU(), nn.Linear(hidden // 4, 2),
+        )
+        self.attend_audio = QuestionTemporalAttention(hidden, heads)
+        self.attend_visual = QuestionTemporalAttention(hidden, heads)
+        self.fusion = nn.Linear(2 * hidden, hidden)
+        self.classifier = nn.Linear(hidden, answers)
+
+    def ground(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio vectors and audio-grounded visual vectors per segment: (B, T, H) each."""
+        B, T = feats["batch"], feats["frames"]
+        audio = self.audio_mlp(encoder.pooled(feats)[1])  # (B, T, H)
+        tokens = self.visual_proj(_patch_tokens(feats["video"], encoder))  # (B*T, N, H)
+        unit = F.normalize(tokens, dim=-1)  # (B*T, N, H)
+        key = F.normalize(audio.reshape(B * T, -1, 1), dim=1)  # (B*T, H, 1)
+        weights = (unit @ key).softmax(dim=1)  # (B*T, N, 1)
+        grounded = (weights * unit).sum(dim=1)  # (B*T, H)
+        visual = self.ground_fc(torch.tanh(torch.cat([tokens.mean(dim=1), grounded], dim=-1)))  # (B*T, H)
+        return audio, visual.reshape(B, T, -1)  # (B, T, H)
+
+    def matching_logits(self, feats: dict[str, Any], encoder: nn.Module) -> torch.Tensor:
+        """(B*T, 2) logits that each segment's audio and video come from the same clip (class 1)."""
+        return self._match(*self.ground(feats, encoder))
+
+    def _match(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        return self.match(torch.cat([audio, visual], dim=-1).flatten(0, 1))  # (B*T, 2)
+
+    @staticmethod
+    def matching_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with class 1 for positive pairs and class 0 for negative pairs."""
+        target = torch.cat([pos_logits.new_ones(len(pos_logits)), neg_logits.new_zeros(len(neg_logits))])
+        return F.cross_entropy(torch.cat([pos_logits, neg_logits]), target.long())
+
+    def _check_question(self, question: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if question is None:
+            raise ValueError("the AVQA head needs question=LongTensor (B, L) of token ids (0 = padding), "
+                             "e.g. model(video, audio, question=question)")
+        if question.ndim != 2 or question.shape[0] != batch or question.is_floating_point():
+            raise ValueError(f"question must be an integer tensor (B={batch}, L); "
+                             f"got {question.dtype} {tuple(question.shape)}")
+        if question.numel() and (question.min() < 0 or question.max() >= self.vocab_size):
+            raise ValueError(f"question token ids must lie in [0, {self.vocab_size}) (head.avqa_vocab_size)")
+        return question
+
+    def forward(self, feats: dict[str, Any], encoder: nn.Module,
+                question: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        q = self.question_encoder(self._check_question(question, feats["batch"]))  # (B, H)
+        audio, visual = self.ground(feats, encoder)  # (B, T, H) each
+        a, v = self.attend_audio(q, audio), self.attend_visual(q, visual)  # (B, H) each
+        fused = self.fusion(torch.tanh(torch.cat([a, v], dim=-1)))  # (B, H)
+        logits = self.classifier(torch.tanh(fused * q))  # (B, answers)
+        return {"logits": logits, "match_logits": self._match(audio, visual)}
+
+
 def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
-    """The head named by ``config.head.task``."""
+    """The head named by ``config.head.task`` (one of ``TASKS``)."""
     h = config.head
     if h.task == "ave":
         return AVEHead(encoder.embed_dim, h.hidden, h.num_classes, h.dropout)
-    raise ConfigError(f"unknown task {h.task!r}; expected one of ave, avs, avqa")
+    if h.task == "avs":
+        return AVSHead(encoder, h.avs_channels, h.avs_audio_dim)
+    if h.task == "avqa":
+        if h.hidden % 4:
+            raise ConfigError(f"head.hidden must be divisible by the AVQA head's 4 attention heads; got {h.hidden}")
+        return AVQAHead(encoder.embed_dim, h.hidden, h.avqa_answers, h.avqa_vocab_size, h.avqa_embed)
+    raise ConfigError(f"unknown task {h.task!r}; expected one of {', '.join(TASKS)}")

@@ -1,0 +1,160 @@
+"""Task heads (AVS decoder, AVQA head, build_head) on toy ViT and Swin backbones."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stgcma.adapters import AdapterModule
+from stgcma.config import ConfigError, load_preset
+from stgcma.heads import TPAVI, AVQAHead, AVSHead, TaskHead, build_head
+from stgcma.model import STGCMAModel, create_model
+from tests.conftest import random_inputs
+
+TOYS = ["vit-test", "swin-test"]
+SMALL = {"head.avs_channels": 16, "head.hidden": 32, "head.avqa_embed": 16}
+
+
+def _model(name: str, task: str, **overrides) -> STGCMAModel:
+    return create_model(name, {"head.task": task, **SMALL, **overrides})
+
+
+def _question(batch: int = 2, length: int = 6, vocab: int = 100) -> torch.Tensor:
+    return torch.randint(1, vocab, (batch, length))
+
+
+def _assert_gradients_reach_adapters_and_head(model: STGCMAModel) -> None:
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"trainable parameters without a gradient: {missing[:5]}"
+    adapters = [m for m in model.encoder.modules() if isinstance(m, AdapterModule)]
+    assert any(p.grad.abs().sum() > 0 for m in adapters for p in m.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in model.encoder.blocks[0].parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avs_mask_logits_and_gradients(name):
+    model = _model(name, "avs").train()
+    assert isinstance(model.head, AVSHead) and isinstance(model.head, TaskHead)
+    video, audio = random_inputs(model.config)
+    logits = model(video, audio)["logits"]
+    assert logits.shape == (2, 4, 1, 32, 32)
+    assert torch.isfinite(logits).all()
+    F.binary_cross_entropy_with_logits(logits, torch.rand_like(logits).round()).backward()
+    _assert_gradients_reach_adapters_and_head(model)
+
+
+@pytest.mark.parametrize("name, taps, sizes", [
+    ("vit-test", [0, 1], [16, 8, 4, 2]),  # 4x4 patch grid (stride 8) -> strides 2, 4, 8, 16
+    ("swin-test", [1, 3], [8, 4]),  # the two stage outputs, strides 4 and 8
+])
+def test_avs_pyramid_scales(name, taps, sizes):
+    model = _model(name, "avs").eval()
+    assert model.head.taps == taps
+    seen = []
+    hooks = [lvl.register_forward_hook(lambda m, i, o: seen.append(o.shape[-1])) for lvl in model.head.levels]
+    with torch.no_grad():
+        model(*random_inputs(model.config, batch=1))
+    for h in hooks:
+        h.remove()
+    assert seen == sizes
+
+
+def test_avs_head_needs_its_taps():
+    model = _model("vit-test", "avs")
+    feats = model.encoder(*random_inputs(model.config, batch=1))  # default taps: stage ends only
+    with pytest.raises(ValueError, match="forward_features"):
+        model.forward_head(feats)
+
+
+def test_tpavi_equals_avsbench_non_local_block():
+    torch.manual_seed(1)
+    B, T, C, H, W = 2, 3, 8, 4, 5
+    tpavi = TPAVI(C, audio_dim=6).eval()
+    torch.nn.init.normal_(tpavi.bn.weight)
+    x, audio = torch.randn(B * T, C, H, W), torch.randn(B, T, 6)
+    # AVSBench: audio broadcast over space, full (THW x THW) dot-product affinity divided by THW.
+    x5 = x.reshape(B, T, C, H, W).permute(0, 2, 1, 3, 4)  # (B, C, T, H, W)
+    a5 = tpavi.align(audio).permute(0, 2, 1)[..., None, None].expand(-1, -1, -1, H, W)  # (B, C, T, H, W)
+    theta = torch.einsum("oc,bcthw->bthwo", tpavi.theta.weight[:, :, 0, 0], x5) + tpavi.theta.bias
+    g = torch.einsum("oc,bcthw->bthwo", tpavi.g.weight[:, :, 0, 0], x5) + tpavi.g.bias
+    phi = torch.einsum("oc,bcthw->bthwo", tpavi.phi.weight, a5) + tpavi.phi.bias
+    theta, g, phi = (t.reshape(B, T * H * W, -1) for t in (theta, g, phi))
+    y = (theta @ phi.transpose(1, 2) / (T * H * W)) @ g  # (B, THW, c)
+    y = y.reshape(B * T, H, W, -1).permute(0, 3, 1, 2)  # (B*T, c, H, W)
+    expected = tpavi.norm(x + tpavi.bn(tpavi.out(y)))
+    torch.testing.assert_close(tpavi(x, audio), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avqa_outputs_and_matching_loss(name):
+    model = _model(name, "avqa").train()
+    assert isinstance(model.head, AVQAHead)
+    video, audio = random_inputs(model.config)
+    question = _question()
+    feats = model.forward_features(video, audio)
+    out = model.forward_head(feats, question=question)
+    assert out["logits"].shape == (2, 42) and out["match_logits"].shape == (2 * 4, 2)
+    assert torch.isfinite(out["logits"]).all()
+    neg = model.head.matching_logits(model.forward_features(video.roll(1, dims=0), audio), model.encoder)
+    assert neg.shape == (2 * 4, 2)
+    answer = torch.tensor([3, 7])
+    loss = F.cross_entropy(out["logits"], answer) + 0.5 * AVQAHead.matching_loss(out["match_logits"], neg)
+    loss.backward()
+    _assert_gradients_reach_adapters_and_head(model)
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avqa_padding_does_not_change_the_answer(name):
+    model = _model(name, "avqa").eval()
+    video, audio = random_inputs(model.config)
+    question = torch.tensor([[5, 9, 2, 0, 0, 0], [7, 0, 3, 8, 4, 1]])  # an interior 0 is kept as a token
+    padded = F.pad(question, (0, 8))  # 14 tokens, the extra ones padding
+    with torch.no_grad():
+        feats = model.forward_features(video, audio)
+        out = model.forward_head(feats, question=question)
+        out_padded = model.forward_head(feats, question=padded)
+        alone = model.forward_head(feats, question=question[:, :3])["logits"][0]
+    torch.testing.assert_close(out["logits"], out_padded["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["logits"][0], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["match_logits"], model.head.matching_logits(feats, model.encoder))
+
+
+def test_avqa_question_is_required_and_checked():
+    model = _model("vit-test", "avqa")
+    video, audio = random_inputs(model.config)
+    with pytest.raises(ValueError, match="needs question="):
+        model(video, audio)
+    with pytest.raises(ValueError, match="integer tensor"):
+        model(video, audio, question=torch.rand(2, 6))
+    with pytest.raises(ValueError, match="avqa_vocab_size"):
+        model(video, audio, question=torch.full((2, 6), 100))
+
+
+@pytest.mark.parametrize("name", TOYS)
+@pytest.mark.parametrize("frames", [5, 10])
+def test_heads_for_5_and_10_segments(name, frames):
+    video = audio = None
+    for task in ["avs", "avqa"]:
+        model = _model(name, task, **{"preprocess.num_segments": frames}).eval()
+        if video is None:
+            video, audio = random_inputs(model.config, batch=1)
+        kwargs = {"question": _question(batch=1)} if task == "avqa" else {}
+        with torch.no_grad():
+            out = model(video, audio, **kwargs)
+        if task == "avs":
+            assert out["logits"].shape == (1, frames, 1, 32, 32)
+        else:
+            assert out["logits"].shape == (1, 42) and out["match_logits"].shape == (frames, 2)
+
+
+def test_unknown_task_is_a_config_error():
+    config = load_preset("vit-test")
+    model = create_model(config)
+    config.head.task = "segmentation"
+    with pytest.raises(ConfigError, match="unknown task 'segmentation'.*ave, avs, avqa"):
+        build_head(config, model.encoder)
+    with pytest.raises(ConfigError, match="head.task"):
+        create_model("vit-test", {"head.task": "segmentation"})
+    with pytest.raises(ConfigError, match="divisible"):
+        create_model("vit-test", {"head.task": "avqa", "head.hidden": 30})
