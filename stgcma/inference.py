@@ -1,0 +1,292 @@
+"""Inference API: analyse a clip once, then answer, explain and show attention without recomputing.
+
+``Predictor.from_pretrained(SOURCE)`` loads one STG-CMA checkpoint per task (AVE, AVS, AVQA) from
+the embedded default, a local folder or a Hugging Face Hub repo id. ``analyze(path)`` decodes the
+video once and returns plain Python / numpy results; ``ask(question)`` answers AVQA questions about
+the analysed clip. Work is cached by the file's content hash: a second question, another tab or
+another viewer reuses the decoded media and the encoder features. Model calls are serialised with
+a lock, so one Predictor can serve a multi-threaded UI.
+
+Windows: a model trained on T segments runs over non-overlapping windows of T (the last padded by
+repeating its final segment; see ``stgcma.media.segments``), so an N-second clip gets N answers.
+AVQA looks at the whole clip at once: T segments sampled uniformly over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stgcma.checkpoint import CONFIG_NAME, CheckpointError, load_model, resolve_source
+from stgcma.media import DecodedClip, MediaLimits, clip_inputs, decode_clip, windows
+
+TASKS = ("ave", "avs", "avqa")
+
+
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's content (the cache key of a clip)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class ClipState:
+    """Everything computed for one clip: decoded media, model inputs and encoder features per task."""
+
+    key: str
+    path: str
+    clip: DecodedClip
+    inputs: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Analysis:
+    """What ``analyze`` returns; ``to_dict()`` is JSON-ready (arrays become lists)."""
+
+    key: str
+    facts: dict[str, Any]
+    warnings: list[str]
+    ave: dict[str, Any] | None
+    avs: dict[str, Any] | None
+    timings: dict[str, float]
+
+    def to_dict(self, include_masks: bool = False) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            if isinstance(value, np.ndarray):
+                return value.tolist()
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items() if include_masks or k not in ("masks",)}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            if isinstance(value, (np.floating, np.integer)):
+                return value.item()
+            return value
+
+        return plain({"key": self.key, "facts": self.facts, "warnings": self.warnings, "ave": self.ave,
+                      "avs": self.avs, "timings": self.timings})
+
+
+class Predictor:
+    """Checkpoints in, numpy/dict answers out, with a per-clip cache."""
+
+    def __init__(self, models: dict[str, tuple[torch.nn.Module, dict[str, Any]]], device: str = "cpu",
+                 limits: MediaLimits | None = None, cache_size: int = 4, max_windows_per_batch: int = 4) -> None:
+        if not models:
+            raise ValueError("a Predictor needs at least one task model")
+        self.models = {task: model.to(device).eval() for task, (model, _) in models.items()}
+        self.meta = {task: meta for task, (_, meta) in models.items()}
+        self.device = torch.device(device)
+        self.limits = limits or MediaLimits()
+        self.cache_size = cache_size
+        self.max_windows = max_windows_per_batch
+        self._cache: OrderedDict[str, ClipState] = OrderedDict()
+        self._lock = threading.RLock()
+        self.last_key: str | None = None
+        self.sample_rate = next(iter(self.models.values())).config.preprocess.sample_rate
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path = "default", tasks: tuple[str, ...] | None = None,
+                        device: str = "cpu", **kwargs: Any) -> Predictor:
+        """Load every available task checkpoint of ``source``.
+
+        ``source``: ``"default"``, a folder holding ``ave/``, ``avs/``, ``avqa/`` checkpoint folders,
+        a single checkpoint folder, or a Hub repo id laid out either way.
+        """
+        models: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}
+        try:
+            single = resolve_source(source)
+        except CheckpointError:
+            single = None
+        if single is not None and (single / CONFIG_NAME).exists():
+            model, meta = load_model(single, device=device)
+            models[model.config.head.task] = (model, meta)
+            return cls(models, device=device, **kwargs)
+        problems = []
+        for task in tasks or TASKS:
+            try:
+                models[task] = load_model(source, task=task, device=device)
+            except CheckpointError as err:
+                if tasks is not None:
+                    raise
+                problems.append(str(err))
+        if not models:
+            raise CheckpointError(f"no task checkpoint found in {str(source)!r}: {problems[0]}")
+        return cls(models, device=device, **kwargs)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.models)
+
+    # ------------------------------------------------------------------------------------------
+    # Clip cache
+
+    def load(self, path: str | Path, progress: Any = None) -> ClipState:
+        """Decode ``path`` (or reuse the cached decode of identical content)."""
+        path = str(path)
+        key = file_hash(path) if Path(path).is_file() else path
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                self.last_key = key
+                return self._cache[key]
+        start = time.perf_counter()
+        clip = decode_clip(path, sample_rate=self.sample_rate, limits=self.limits, progress=progress)
+        state = ClipState(key, path, clip)
+        state.timings["decode"] = time.perf_counter() - start
+        with self._lock:
+            self._cache[key] = state
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            self.last_key = key
+        return state
+
+    def _inputs(self, state: ClipState, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+        pre = self.models[task].config.preprocess
+        pkey = repr(pre)
+        if pkey not in state.inputs:
+            state.inputs[pkey] = clip_inputs(state.clip, pre)
+        inputs = state.inputs[pkey]
+        return inputs.video, inputs.audio
+
+    def _state(self, key: str | None) -> ClipState:
+        key = key or self.last_key
+        if key is None or key not in self._cache:
+            raise ValueError("no clip analysed yet: call analyze(path) first")
+        return self._cache[key]
+
+    # ------------------------------------------------------------------------------------------
+    # Tasks
+
+    def _run_windows(self, task: str, state: ClipState) -> torch.Tensor:
+        """Per-segment outputs of a windowed task: (N, ...) logits."""
+        model = self.models[task]
+        video, audio = self._inputs(state, task)
+        plan = windows(video.shape[0], model.config.num_frames)
+        wv, wa = plan.gather(video), plan.gather(audio)  # (W, T, ...)
+        outs = []
+        with torch.no_grad():
+            for i in range(0, plan.num_windows, self.max_windows):
+                v = wv[i:i + self.max_windows].to(self.device)
+                a = wa[i:i + self.max_windows].to(self.device)
+                outs.append(model(v, a)["logits"].float().cpu())
+        return plan.scatter(torch.cat(outs))  # (N, ...)
+
+    def _ave(self, state: ClipState) -> dict[str, Any]:
+        logits = self._run_windows("ave", state)  # (N, C)
+        probs = torch.softmax(logits, -1).numpy()
+        names = list(self.meta["ave"].get("class_names", [str(i) for i in range(probs.shape[1])]))
+        ids = probs.argmax(-1)
+        return {"class_names": names, "probs": probs, "label_ids": ids, "labels": [names[i] for i in ids],
+                "confidence": probs.max(-1), "background_index": len(names) - 1}
+
+    def _avs(self, state: ClipState) -> dict[str, Any]:
+        logits = self._run_windows("avs", state)  # (N, 1, S, S)
+        probs = torch.sigmoid(logits[:, 0]).numpy()  # (N, S, S)
+        binary = probs > 0.5
+        area = binary.mean(axis=(1, 2))
+        pixels = binary.sum(axis=(1, 2))
+        score = np.where(pixels > 0, (probs * binary).sum(axis=(1, 2)) / np.maximum(pixels, 1), 0.0)
+        return {"masks": probs, "binary": binary, "area": area, "score": score}
+
+    def analyze(self, path: str | Path, tasks: tuple[str, ...] | None = None, progress: Any = None) -> Analysis:
+        """Decode once and run the windowed tasks (AVE, AVS); AVQA features are prepared for ``ask``."""
+        state = self.load(path, progress)
+        wanted = [t for t in (tasks or self.tasks) if t in self.models]
+        with self._lock:
+            for task in wanted:
+                if task in state.results or task == "avqa":
+                    continue
+                start = time.perf_counter()
+                state.results[task] = self._ave(state) if task == "ave" else self._avs(state)
+                state.timings[task] = time.perf_counter() - start
+            if "avqa" in wanted:
+                self._avqa_features(state)
+        facts = state.clip.facts() if hasattr(state.clip, "facts") else {}
+        return Analysis(state.key, facts, list(state.clip.warnings), state.results.get("ave"),
+                        state.results.get("avs"), dict(state.timings))
+
+    def avqa_segments(self, num_segments: int) -> np.ndarray:
+        """The T segment indices AVQA looks at: uniform over the clip (repeats when it is shorter)."""
+        T = self.models["avqa"].config.num_frames
+        return np.linspace(0, num_segments - 1, T).round().astype(int)
+
+    def _avqa_features(self, state: ClipState) -> dict[str, Any]:
+        if "avqa" not in state.features:
+            start = time.perf_counter()
+            model = self.models["avqa"]
+            video, audio = self._inputs(state, "avqa")
+            idx = torch.as_tensor(self.avqa_segments(video.shape[0]))
+            with torch.no_grad():
+                state.features["avqa"] = model.forward_features(video[idx][None].to(self.device),
+                                                                audio[idx][None].to(self.device))
+            state.timings["avqa_features"] = time.perf_counter() - start
+        return state.features["avqa"]
+
+    def question_vocab(self):
+        from stgcma.data.vocab import Vocab
+
+        meta = self.meta["avqa"]
+        return Vocab(meta["question_vocab"][2:], meta.get("question_max_len", 14))
+
+    def ask(self, question: str, key: str | None = None, top_k: int = 3) -> dict[str, Any]:
+        """Answer an AVQA question about the analysed clip (the last one, or ``key``).
+
+        Returns ``{"answer", "probability", "alternatives": [(answer, p), ...], "unknown_words",
+        "warnings"}``; the encoder features of the clip are computed once and reused.
+        """
+        if "avqa" not in self.models:
+            raise ValueError("this predictor has no AVQA model")
+        question = question.strip()
+        if not question:
+            raise ValueError("ask a question, e.g. 'Is the red circle making a sound?'")
+        with self._lock:
+            state = self._state(key)
+            feats = self._avqa_features(state)
+            vocab = self.question_vocab()
+            model = self.models["avqa"]
+            q = vocab.encode(question)[None].to(self.device)
+            with torch.no_grad():
+                logits = model.forward_head(feats, question=q)["logits"][0].float().cpu()
+        probs = torch.softmax(logits, -1)
+        answers = self.meta["avqa"]["answer_vocab"]
+        top = torch.topk(probs, min(top_k + 1, len(answers)))
+        ranked = [(answers[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+        unknown = vocab.unknown_words(question)
+        warnings = list(state.clip.warnings)
+        if unknown:
+            warnings.append(f"words the model never saw in training: {', '.join(unknown)}; the answer may be a guess")
+        return {"question": question, "answer": ranked[0][0], "probability": ranked[0][1],
+                "alternatives": ranked[1:], "unknown_words": unknown, "warnings": warnings}
+
+    # ------------------------------------------------------------------------------------------
+    # Inputs for viewers
+
+    def window_inputs(self, task: str, second: int, key: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The (1, T, ...) model inputs of the window holding ``second``, and its position in that window."""
+        state = self._state(key)
+        if task == "avqa":
+            video, audio = self._inputs(state, task)
+            idx = torch.as_tensor(self.avqa_segments(video.shape[0]))
+            pos = int(np.abs(idx.numpy() - second).argmin())
+            return video[idx][None], audio[idx][None], pos
+        video, audio = self._inputs(state, task)
+        T = self.models[task].config.num_frames
+        if not 0 <= second < video.shape[0]:
+            raise ValueError(f"second {second} is outside the clip (0..{video.shape[0] - 1})")
+        plan = windows(video.shape[0], T)
+        w = second // T
+        return plan.gather(video)[w:w + 1], plan.gather(audio)[w:w + 1], second - w * T
