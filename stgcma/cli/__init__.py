@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write a SynthAV dataset (mp4 clips + labels) to a folder"),
     "train": ("train", "fine-tune STG-CMA on a task (CPU, one GPU, or under torchrun)"),
     "eval": ("eval", "a checkpoint's metrics on a dataset"),
+    "build-default": ("build_default", "rebuild the embedded default (assets/default) from scratch"),
     "bench": ("bench", "speed benchmarks that print ratios"),
 }
 
