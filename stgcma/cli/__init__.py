@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("params", "parameter counts of the named presets next to the paper's"),
     "inspect": ("inspect_cmd", "print a video's media facts and exactly what the model will see"),
     "synth": ("synth", "write a SynthAV dataset (mp4 clips + labels) to a folder"),
+    "analyze": ("analyze", "analyse a video: AVS overlay, AVE timeline, AVQA answers, result.json"),
     "train": ("train", "fine-tune STG-CMA on a task (CPU, one GPU, or under torchrun)"),
     "eval": ("eval", "a checkpoint's metrics on a dataset"),
     "build-default": ("build_default", "rebuild the embedded default (assets/default) from scratch"),
