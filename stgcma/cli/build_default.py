@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="ave,avs,avqa", help="comma-separated tasks to (re)train")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the recipe (e.g. 0.05 for a smoke test)")
     parser.add_argument("--skip-pretrain", action="store_true", help="reuse an existing pretrained backbone")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (SynthAV is made on the fly)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -29,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     if args.scale != 1.0:
         recipe = recipe.scaled(args.scale)
     report = build_default(args.out or DEFAULT_DIR, args.runs, args.device, recipe, tasks, args.skip_pretrain,
-                           progress=not args.quiet)
+                           progress=not args.quiet, num_workers=args.workers)
     print(json.dumps({"seconds": report["seconds"], "test": report["test"]}, indent=2))
     return 0

@@ -73,7 +73,7 @@ def _spec(seed: int, n: int, world: str) -> str:
 
 def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/default", device: str = "cpu",
                   recipe: DefaultRecipe | None = None, tasks: tuple[str, ...] = ("ave", "avs", "avqa"),
-                  skip_pretrain: bool = False, progress: bool = True) -> dict[str, Any]:
+                  skip_pretrain: bool = False, progress: bool = True, num_workers: int = 0) -> dict[str, Any]:
     """Run the whole recipe; returns the quality report (also written to ``out/quality.json``)."""
     recipe = recipe or DefaultRecipe()
     out, runs = Path(out), Path(runs)
@@ -84,7 +84,7 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
         pre = load_preset(recipe.preset).preprocess
         result = pretrain_backbone(backbone, preprocess=pre, seed=PRETRAIN_SEED, n_clips=recipe.pretrain_clips,
                                    epochs=recipe.pretrain_epochs, batch_size=recipe.pretrain_batch,
-                                   lr=recipe.pretrain_lr, device=device, progress=progress)
+                                   lr=recipe.pretrain_lr, device=device, progress=progress, num_workers=num_workers)
         report["seconds"]["pretrain"] = result.seconds
         report["pretrain_patch_accuracy"] = result.patch_accuracy
     for task in tasks:
@@ -93,7 +93,7 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
         cfg = TrainConfig(task=task, preset=recipe.preset, data=_spec(TRAIN_SEED, t.n_train, t.world),
                           val_data=_spec(VAL_SEED, t.n_val, t.world), out=str(runs / task), epochs=t.epochs,
                           batch_size=t.batch_size, lr=t.lr, head_lr_scale=1.0, warmup_epochs=1.0, seed=0,
-                          device=device, amp="off")
+                          device=device, amp="off", num_workers=num_workers)
         overrides = [f"backbone.pretrained={backbone.resolve()}", *t.overrides]
         summary = fit(cfg, overrides, progress=progress)
         selected = Path(summary["run"]) / summary["selected"]
@@ -109,7 +109,7 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
         from stgcma.data.spec import build_dataset
 
         test = build_dataset(_spec(TEST_SEED, recipe.n_test, t.world), task, "test", model.config.preprocess)
-        metrics = evaluate(model, test, task, batch_size=8, device=device, progress=progress)
+        metrics = evaluate(model, test, task, batch_size=8, device=device, progress=progress, num_workers=num_workers)
         metrics.pop("select", None)
         report["test"][task] = {"data": _spec(TEST_SEED, recipe.n_test, t.world), **metrics}
     report["seconds"]["total"] = time.time() - start

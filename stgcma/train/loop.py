@@ -117,6 +117,11 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def worker_init(_: int) -> None:
+    """One torch thread per data worker: SynthAV and fbank work is small and threads only contend."""
+    torch.set_num_threads(1)
+
+
 def _collate(task: str):
     from torch.utils.data import default_collate
 
@@ -132,13 +137,14 @@ def _collate(task: str):
 
 @torch.no_grad()
 def evaluate(model: STGCMAModel, dataset: Any, task: str, batch_size: int = 2, device: str | torch.device = "cpu",
-             progress: bool = False, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+             progress: bool = False, amp_dtype: torch.dtype | None = None, num_workers: int = 0) -> dict[str, float]:
     """Metrics of ``model`` on ``dataset`` (eval mode, no gradients)."""
     from tqdm.auto import tqdm
 
     model.eval()
     device = torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task),
+                        num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
     evaluator = Evaluator(task)
     loss_fn = TaskLoss(model, task, match_weight=0.0)
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
@@ -210,6 +216,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
                                 f"processes x accum_steps = {world_size} x {cfg.accum_steps}")
         sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world_size)
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                            worker_init_fn=worker_init if cfg.num_workers else None,
                             collate_fn=_collate(cfg.task), pin_memory=device.type == "cuda")
         steps_per_epoch = len(sampler)
         if cfg.max_steps_per_epoch is not None:
@@ -297,7 +304,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
 
             val = {}
             if main:
-                val = evaluate(model, val_set, cfg.task, cfg.batch_size, device, progress, amp_dtype)
+                val = evaluate(model, val_set, cfg.task, cfg.batch_size, device, progress, amp_dtype, cfg.num_workers)
             if main:
                 save_checkpoint(model, run / "last", {**meta, "epoch": epoch, "val": val})
                 if val["select"] > best:
@@ -329,7 +336,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
             with torch.no_grad():
                 for k, v in avg_sum.items():
                     params[k].copy_((v / avg_count).to(params[k].dtype))
-            val = evaluate(model, val_set, cfg.task, cfg.batch_size, device, False, amp_dtype)
+            val = evaluate(model, val_set, cfg.task, cfg.batch_size, device, False, amp_dtype, cfg.num_workers)
             save_checkpoint(model, run / "averaged", {**meta, "epochs": [cfg.avg_from, cfg.epochs], "val": val})
             summary["averaged_select"] = val["select"]
             if val["select"] > best:

@@ -87,7 +87,8 @@ def patch_targets(labels: torch.Tensor, patch: int, classes: int) -> torch.Tenso
 
 def pretrain_backbone(out: str | Path, backbone: str = "synth-vit", preprocess: PreprocessConfig | None = None,
                       seed: int = 1000, n_clips: int = 2000, epochs: int = 6, batch_size: int = 64,
-                      lr: float = 1e-3, device: str = "cpu", progress: bool = True) -> PretrainResult:
+                      lr: float = 1e-3, device: str = "cpu", progress: bool = True,
+                      num_workers: int = 0) -> PretrainResult:
     """Train the backbone on SynthAV frames and save its timm state dict to ``out`` (safetensors)."""
     from tqdm.auto import tqdm
 
@@ -98,7 +99,10 @@ def pretrain_backbone(out: str | Path, backbone: str = "synth-vit", preprocess: 
     classes = 8
     heads = PretrainHeads(model.embed_dim, classes).to(device)
     data = SynthFrames(seed, n_clips, pre, classes)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True,
+    from stgcma.train.loop import worker_init
+
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+                        worker_init_fn=worker_init if num_workers else None,
                         generator=torch.Generator().manual_seed(seed))
     params = [*model.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
