@@ -45,15 +45,15 @@ class DefaultRecipe:
     """How the embedded default is made (see the module docstring)."""
 
     preset: str = "synth-vit"
-    pretrain_clips: int = 2000
-    pretrain_epochs: int = 5
+    pretrain_clips: int = 1500
+    pretrain_epochs: int = 4
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
     n_test: int = 200
     tasks: dict[str, TaskRecipe] = field(default_factory=lambda: {
-        "ave": TaskRecipe(1200, 100, 8, 8, 1e-3),
-        "avs": TaskRecipe(1200, 100, 8, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=64"], "mode=s4"),
-        "avqa": TaskRecipe(2400, 200, 8, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"]),
+        "ave": TaskRecipe(800, 100, 6, 8, 1e-3),
+        "avs": TaskRecipe(800, 100, 6, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=64"], "mode=s4"),
+        "avqa": TaskRecipe(1600, 200, 6, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"]),
     })
 
     def scaled(self, factor: float) -> DefaultRecipe:
