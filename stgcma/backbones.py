@@ -498,15 +498,42 @@ def _build_open_clip(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
     return open_clip.create_model(spec.arch, pretrained=spec.tags[pretrained], **spec.kwargs).visual
 
 
+def _load_timm_file(model: nn.Module, path: Path) -> None:
+    """Load a local timm-format checkpoint (safetensors or torch; original-repo layouts are converted).
+
+    Only the classifier head may be missing or mismatched (it is never used here).
+    """
+    import sys
+
+    from timm.models import load_state_dict
+
+    state = load_state_dict(str(path))
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    if convert is not None:
+        state = convert(state, model)
+    own = model.state_dict()
+    head = {k for k in own if k.startswith(("head.", "fc_norm.", "head_drop."))}
+    state = {k: v for k, v in state.items() if not (k in head and v.shape != own[k].shape)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise PretrainedWeightsError(f"{path} does not fit {type(model).__name__}: {detail}") from None
+    missing = [k for k in missing if k not in head]
+    if missing or unexpected:
+        raise PretrainedWeightsError(f"{path} does not fit {type(model).__name__}: missing {missing[:4]}, "
+                                     f"unexpected {unexpected[:4]}")
+
+
 def _build_timm(spec: BackboneSpec, pretrained: str | None) -> nn.Module:
     import timm
 
     if pretrained is None:
         return timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
     if _is_local(pretrained):
-        path = _resolve_local(pretrained)
-        return timm.create_model(spec.arch, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
-                                 **spec.kwargs)
+        model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
+        _load_timm_file(model, _resolve_local(pretrained))
+        return model
     if pretrained not in spec.tags:
         raise ConfigError(f"{spec.arch}: unknown pretrained tag {pretrained!r}; "
                           f"use one of {sorted(spec.tags)} or a path")
