@@ -29,6 +29,13 @@ from stgcma.checkpoint import CONFIG_NAME, CheckpointError, load_model, resolve_
 from stgcma.media import DecodedClip, MediaLimits, clip_inputs, decode_clip, windows
 
 TASKS = ("ave", "avs", "avqa")
+EXPLANATIONS_PER_CLIP = 8
+
+
+def available_devices() -> dict[str, Any]:
+    """What this machine can run on: ``{"cuda": count, "names": [GPU names]}`` (count 0 without CUDA)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {"cuda": count, "names": [torch.cuda.get_device_name(i) for i in range(count)]}
 
 
 def file_hash(path: str | Path) -> str:
@@ -51,6 +58,7 @@ class ClipState:
     features: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    explanations: OrderedDict[tuple, Any] = field(default_factory=OrderedDict)
 
 
 @dataclass
@@ -290,3 +298,111 @@ class Predictor:
         plan = windows(video.shape[0], T)
         w = second // T
         return plan.gather(video)[w:w + 1], plan.gather(audio)[w:w + 1], second - w * T
+
+    # ------------------------------------------------------------------------------------------
+    # Explanations for the viewers: numpy in the shape of the clip's frame and spectrogram
+
+    def _explain_setup(self, task: str, second: int, key: str | None,
+                       question: str | None) -> tuple[ClipState, torch.Tensor, torch.Tensor, int, int, dict[str, Any]]:
+        """Window inputs of ``second`` for ``task``: (state, video, audio, position, shown second, task inputs)."""
+        if task not in self.models:
+            raise ValueError(f"no {task.upper()} model is loaded (loaded: {', '.join(self.tasks)})")
+        state = self._state(key)
+        count = state.clip.num_segments
+        if not 0 <= second < count:
+            raise ValueError(f"second {second} is outside the clip (0..{count - 1})")
+        video, audio, pos = self.window_inputs(task, second, state.key)
+        shown = int(self.avqa_segments(count)[pos]) if task == "avqa" else second
+        task_inputs: dict[str, Any] = {}
+        if task == "avqa":
+            if not (question or "").strip():
+                raise ValueError("AVQA explanations need a question, e.g. 'Is the red circle making a sound?'")
+            task_inputs["question"] = self.question_vocab().encode(question.strip())  # (L,)
+        return state, video, audio, pos, shown, task_inputs
+
+    def _segment_view(self, state: ClipState, task: str, second: int) -> dict[str, Any]:
+        """The upright frame (h, w, 3) uint8 and the model's normalised fbank (F, M) of one second."""
+        _, audio = self._inputs(state, task)
+        return {"second": second, "frame": state.clip.frames[second], "spectrogram": audio[second, 0].numpy()}
+
+    def _remember(self, state: ClipState, key: tuple, compute: Any) -> Any:
+        if key not in state.explanations:
+            state.explanations[key] = compute()
+            while len(state.explanations) > EXPLANATIONS_PER_CLIP:
+                state.explanations.popitem(last=False)
+        state.explanations.move_to_end(key)
+        return state.explanations[key]
+
+    def attention(self, second: int, task: str = "ave", block: int | str = "aggregate", stage: str = "spatial",
+                  key: str | None = None, question: str | None = None, weighting: str = "gate") -> dict[str, Any]:
+        """Cross-modal attention at ``second`` of the analysed clip (both directions of one block and stage).
+
+        Returns ``{"second", "frame" (h, w, 3) uint8, "spectrogram" (F, M), "frame_heat" (S, S) in [0, 1]
+        (audio queries -> frame, "a<-v"), "spectrogram_heat" (F, M) in [0, 1] (video queries -> fbank,
+        "v<-a"), "weights" and "cls_mass" per direction, "blocks", "stages"}``. The maps of a window are
+        computed once and reused for every block, stage and second inside it.
+        """
+        from stgcma.explain import DIRECTIONS, attention_maps
+
+        with self._lock:
+            state, video, audio, pos, shown, task_inputs = self._explain_setup(task, second, key, question)
+            window = 0 if task == "avqa" else second // self.models[task].config.num_frames
+            maps = self._remember(state, ("attention", task, window, question, weighting),
+                                  lambda: attention_maps(self.models[task], video, audio, weighting, **task_inputs))
+            picked = {}
+            for direction in DIRECTIONS:
+                try:
+                    picked[direction] = maps.select(block, stage, direction)
+                except KeyError as err:
+                    raise ValueError(err.args[0]) from None
+        view = self._segment_view(state, task, shown)
+        return {**view, "frame_heat": picked["a<-v"].heatmap[pos], "spectrogram_heat": picked["v<-a"].heatmap[pos],
+                "weights": {d: m.weight for d, m in picked.items()},
+                "cls_mass": {d: float(m.cls_mass[pos]) for d, m in picked.items()},
+                "blocks": list(maps.blocks), "stages": sorted({s for _, s, _ in maps.maps})}
+
+    def attribute(self, second: int, task: str = "ave", method: str = "ig", target: int | None = None,
+                  question: str | None = None, key: str | None = None, n_steps: int = 16,
+                  occlusion_scale: int = 1) -> dict[str, Any]:
+        """Captum attribution of one prediction at ``second`` to the frames and the spectrogram.
+
+        ``target``: the AVE class or AVQA answer index to explain (default: the predicted one); AVS
+        explains the mask of the frame at ``second``. ``n_steps``: IG integration steps;
+        ``occlusion_scale``: Occlusion windows of that many final tokens per side (2: 4x faster, coarser).
+        Returns ``{"second", "frame", "spectrogram",
+        "frame_heat" (S, S) and "spectrogram_heat" (F, M) (|attribution| scaled to [0, 1] per map),
+        "audio_share", "visual_share" (whole window), "segment_audio_share" (this second),
+        "target_label", "description", "output", "baseline_output", "delta", "method"}``.
+        """
+        from stgcma.explain import Target, attribute, normalize_per_segment
+        from stgcma.explain.common import block_layouts
+
+        with self._lock:
+            state, video, audio, pos, shown, task_inputs = self._explain_setup(task, second, key, question)
+            if task == "ave":
+                names = self.meta["ave"].get("class_names", [])
+                if target is None:
+                    result = state.results.get("ave") or self._ave(state)
+                    target = int(result["label_ids"][second])
+                goal, label = Target.ave(pos, target), names[target] if target < len(names) else str(target)
+            elif task == "avs":
+                goal, label = Target.avs(pos), f"sounding-object mask at second {shown}"
+            else:
+                answers = self.meta["avqa"]["answer_vocab"]
+                if target is None:
+                    target = answers.index(self.ask(question or "", state.key)["answer"])
+                goal, label = Target.avqa(target), answers[target]
+            model = self.models[task]
+            window = 0 if task == "avqa" else second // model.config.num_frames
+            side = block_layouts(model.encoder)[-1].stride * max(1, occlusion_scale)
+            attr = self._remember(
+                state, ("attribution", task, window, goal, method, question, n_steps, side),
+                lambda: attribute(model, video, audio, goal, method, n_steps=n_steps, window=side,
+                                  audio_window=(side, side), **task_inputs))
+        view = self._segment_view(state, task, shown)
+        return {**view, "frame_heat": normalize_per_segment(attr.video)[pos],
+                "spectrogram_heat": normalize_per_segment(attr.audio)[pos],
+                "audio_share": attr.audio_share, "visual_share": attr.visual_share,
+                "segment_audio_share": float(attr.audio_share_per_segment[pos]), "target_label": label,
+                "description": attr.description, "output": attr.output, "baseline_output": attr.baseline_output,
+                "delta": attr.delta, "method": method}
