@@ -135,6 +135,17 @@ class Predictor:
             raise CheckpointError(f"no task checkpoint found in {str(source)!r}: {problems[0]}")
         return cls(models, device=device, **kwargs)
 
+    def with_checkpoint(self, source: str | Path) -> Predictor:
+        """A new Predictor in which the single checkpoint at ``source`` replaces (or adds) its task.
+
+        The other tasks keep their models; e.g. the app's "load into demo" after fine-tuning AVE.
+        """
+        model, meta = load_model(source, device=self.device)
+        models = {task: (self.models[task], self.meta[task]) for task in self.tasks}
+        models[model.config.head.task] = (model, meta)
+        return Predictor(models, device=str(self.device), limits=self.limits, cache_size=self.cache_size,
+                         max_windows_per_batch=self.max_windows)
+
     @property
     def tasks(self) -> list[str]:
         return list(self.models)
