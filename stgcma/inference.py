@@ -327,7 +327,7 @@ class Predictor:
         task_inputs: dict[str, Any] = {}
         if task == "avqa":
             if not (question or "").strip():
-                raise ValueError("AVQA explanations need a question, e.g. 'Is the red circle making a sound?'")
+                raise ValueError("AVQA explanations need a question, e.g. 'How many objects are sounding?'")
             task_inputs["question"] = self.question_vocab().encode(question.strip())  # (L,)
         return state, video, audio, pos, shown, task_inputs
 
