@@ -1,0 +1,107 @@
+"""Attribution viewer: which pixels and which time-frequency bins a prediction rests on (captum).
+
+Targets: an AVE class at second t, the AVS mask of frame t, or an AVQA answer to a question.
+Integrated Gradients integrates from an all-zero input (the dataset mean) to the clip; Occlusion
+blanks one window at a time. The audio-vs-visual share is each modality's part of the total
+absolute attribution.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import gradio as gr
+
+from app.errors import guarded, status_html
+from app.render import heat_on_frame, percent, spectrogram_figure
+from app.state import AppContext, Session
+from app.tabs.attention import task_choices
+
+PROGRESS = gr.Progress()  # Gradio finds progress trackers by their default value
+METHODS = [("Integrated Gradients", "ig"), ("Occlusion", "occlusion")]
+DETAIL = {"fast": {"n_steps": 8, "occlusion_scale": 2}, "detailed": {"n_steps": 32, "occlusion_scale": 1}}
+PREDICTED = "predicted"
+
+
+class AttributionTab:
+    """Pick a prediction and a method; see the heatmaps and the audio/visual share."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    def target_choices(self, task: str | None) -> list[tuple[str, str]]:
+        """What can be explained for ``task``: the prediction itself, or any class / answer by name."""
+        meta = self.ctx.holder.meta(task) if task else {}
+        if task == "ave":
+            names = meta.get("class_names", [])
+            return [("the predicted class", PREDICTED)] + [(n, str(i)) for i, n in enumerate(names)]
+        if task == "avqa":
+            answers = meta.get("answer_vocab", [])
+            return [("the top answer", PREDICTED)] + [(a, str(i)) for i, a in enumerate(answers)]
+        return [("the sounding-object mask of this second", PREDICTED)]
+
+    def build(self) -> None:
+        tasks = task_choices(self.ctx.holder.tasks)
+        first = tasks[0][1] if tasks else None
+        with gr.Row():
+            with gr.Column(scale=1, min_width=260):
+                self.task = gr.Dropdown(tasks, value=first, label="Model (task)")
+                self.target = gr.Dropdown(self.target_choices(first), value=PREDICTED, label="Explain")
+                self.question = gr.Textbox(label="Question (AVQA)", visible=first == "avqa",
+                                           placeholder="How many objects are sounding in the video?")
+                self.second = gr.Slider(0, 1, value=0, step=1, label="Second", interactive=False,
+                                        info="analyse a clip first; clicking a table row in Analyze sets it")
+                self.method = gr.Radio(METHODS, value="ig", label="Method")
+                self.detail = gr.Radio(list(DETAIL), value="fast", label="Detail",
+                                       info="fast: IG 8 steps / Occlusion 2×2-token windows; detailed: 32 / 1 token")
+                self.button = gr.Button("Explain", variant="primary")
+            with gr.Column(scale=3):
+                with gr.Row():
+                    self.frame = gr.Image(label="Frame attribution", interactive=False, type="numpy", format="png")
+                    self.spectrogram = gr.Image(label="Spectrogram attribution", interactive=False, type="numpy",
+                                                format="png")
+                with gr.Row():
+                    self.share = gr.Label(label="Share of the evidence", num_top_classes=2)
+                    self.info = gr.HTML()
+                self.status = gr.HTML()
+
+    def inputs(self) -> list[Any]:
+        return [self.task, self.target, self.question, self.second, self.method, self.detail]
+
+    def outputs(self) -> list[Any]:
+        return [self.frame, self.spectrogram, self.share, self.info, self.status]
+
+    @guarded(5)
+    def explain(self, task: str | None, target: str | None, question: str, second: float, method: str,
+                detail: str, session: Session, video: str | None, progress: Any = PROGRESS) -> tuple[Any, ...]:
+        """Attribute the chosen prediction at ``second`` to the frame and the spectrogram."""
+        predictor = self.ctx.holder.require()
+        if not task:
+            raise ValueError("The loaded model has no task to explain.")
+        key = self.ctx.holder.clip_key(session, video)
+        progress(0.1, desc=f"Computing {dict((v, k) for k, v in METHODS).get(method, method)}")
+        index = None if target in (None, "", PREDICTED) else int(target)
+        result = predictor.attribute(int(second), task, method, target=index, key=key,
+                                     question=question or session.last_question or None,
+                                     **DETAIL.get(detail, DETAIL["fast"]))
+        title = f"second {result['second']} · {result['target_label']}"
+        frame = heat_on_frame(result["frame"], result["frame_heat"])
+        spectrogram = spectrogram_figure(result["spectrogram"], result["spectrogram_heat"], title)
+        audio = result["audio_share"]
+        share = {} if audio != audio else {"audio": audio, "visual": 1.0 - audio}
+        rows = [("explained", html.escape(result["target_label"])), ("what", html.escape(result["description"])),
+                ("audio share (whole window)", percent(audio)),
+                ("audio share (this second)", percent(result["segment_audio_share"])),
+                ("output", f"{result['output']:.3f}")]
+        if result["delta"] is not None:
+            rows.append(("IG completeness error", f"{result['delta']:.2e} (vs. f(x) − f(0) = "
+                                                  f"{result['output'] - result['baseline_output']:.3f})"))
+        body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+        info = (f'<table class="stg-facts">{body}</table><p class="stg-note">Heatmaps show |attribution|, '
+                f"scaled to [0, 1] per picture; the share compares the raw totals.</p>")
+        return frame, spectrogram, share, info, status_html("")
+
+    def on_task(self, task: str | None) -> tuple[Any, Any]:
+        """New task: its targets, and the question box for AVQA."""
+        return gr.update(choices=self.target_choices(task), value=PREDICTED), gr.update(visible=task == "avqa")

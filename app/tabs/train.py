@@ -1,0 +1,191 @@
+"""Train tab: launch a fine-tuning run, watch its curves and log live, cancel or resume it, load it into the demo.
+
+Runs are ``python -m stgcma train`` subprocesses (``torchrun`` for several GPUs) managed by
+``app.jobs``; a ``gr.Timer`` polls the run's CSVs every few seconds while it runs.
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from app.errors import guarded, status_html
+from app.jobs import JobError, JobSpec, checkpoint_of, log_tail, read_curves
+from app.state import AppContext
+from stgcma.checkpoint import DEFAULT_DIR
+from stgcma.config import list_presets
+from stgcma.inference import available_devices
+
+RATIOS = [("preset default", "default"), ("1/16 (0.0625)", "0.0625"), ("1/8 (0.125)", "0.125"),
+          ("1/4 (0.25)", "0.25"), ("1/2 (0.5)", "0.5")]
+DEFAULT_DATA = {"ave": "synthav:seed=0,n=64", "avs": "synthav:seed=0,n=64,mode=s4", "avqa": "synthav:seed=0,n=64"}
+POLL_SECONDS = 2.0
+STATE_KIND = {"running": "info", "finished": "ok", "failed": "error", "cancelled": "warn", "stopped": "warn"}
+
+
+def default_backbone() -> Path:
+    """The image-pretrained SynthAV backbone shipped with the embedded default (if built)."""
+    return Path(DEFAULT_DIR) / "backbone" / "model.safetensors"
+
+
+class TrainTab:
+    """The training form, the run monitor and the run's actions."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.gpus = available_devices()["cuda"]
+
+    def run_choices(self) -> list[tuple[str, str]]:
+        root = self.ctx.jobs.runs_root
+        return [(str(p.relative_to(root)) if p.is_relative_to(root) else str(p), str(p))
+                for p in self.ctx.jobs.list_runs()]
+
+    def build(self) -> None:
+        presets = list_presets()
+        preset = "synth-vit" if default_backbone().exists() and "synth-vit" in presets else "vit-test"
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                gr.Markdown("#### New run")
+                self.task = gr.Dropdown([("AVE (events)", "ave"), ("AVS (sounding objects)", "avs"),
+                                         ("AVQA (questions)", "avqa")], value="ave", label="Task")
+                self.preset = gr.Dropdown(presets, value=preset, label="Backbone preset",
+                                          info="python -m stgcma params lists the paper presets")
+                self.ratio = gr.Dropdown(RATIOS, value="default", label="Adapter size (bottleneck ratio)")
+                self.data = gr.Textbox(DEFAULT_DATA["ave"], label="Data: dataset folder or SynthAV spec",
+                                       info="e.g. /data/AVE, or synthav:seed=0,n=64 (generated on the fly)")
+                with gr.Row():
+                    self.epochs = gr.Number(5, label="Epochs", precision=0, minimum=1)
+                    self.batch = gr.Number(4, label="Batch size", precision=0, minimum=1)
+                    self.lr = gr.Number(None, label="Learning rate", info="empty: task default")
+                gpu_note = (f"{self.gpus} CUDA device(s); more than 1 runs under torchrun" if self.gpus else
+                            "No CUDA device found: training runs on the CPU")
+                self.gpu_count = gr.Slider(0, max(1, self.gpus), value=min(1, self.gpus), step=1, label="GPUs",
+                                           info=gpu_note, interactive=self.gpus > 0)
+                self.settings = gr.Textbox(label="More settings (key=value, space separated)",
+                                           placeholder="warmup_epochs=1 adapter.temporal=false")
+                self.name = gr.Textbox(label="Run name (optional)", placeholder="ave-ratio-0.125")
+                self.launch = gr.Button("Launch", variant="primary")
+            with gr.Column(scale=2):
+                gr.Markdown("#### Runs")
+                with gr.Row():
+                    self.run = gr.Dropdown(self.run_choices(), value=None, label="Run", scale=4,
+                                           allow_custom_value=False)
+                    self.refresh = gr.Button("Refresh", scale=1)
+                self.run_status = gr.HTML()
+                with gr.Row():
+                    self.loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss per step", height=260)
+                    self.val_plot = gr.LinePlot(x="epoch", y="value", color="metric",
+                                                title="Validation metrics per epoch", height=260)
+                self.epochs_table = gr.Dataframe(label="Epochs", interactive=False, max_height=200)
+                self.log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, interactive=False,
+                                      autoscroll=True)
+                with gr.Row():
+                    self.cancel = gr.Button("Cancel run", variant="stop")
+                    self.resume = gr.Button("Resume run")
+                    self.load = gr.Button("Load into demo", variant="primary")
+                self.status = gr.HTML()
+        self.timer = gr.Timer(POLL_SECONDS, active=False)
+
+    def monitor_outputs(self) -> list[Any]:
+        return [self.loss_plot, self.val_plot, self.epochs_table, self.log, self.run_status, self.timer]
+
+    def form_inputs(self) -> list[Any]:
+        return [self.task, self.preset, self.ratio, self.data, self.epochs, self.batch, self.lr, self.gpu_count,
+                self.settings, self.name]
+
+    def spec(self, task: str, preset: str, ratio: str, data: str, epochs: float | None, batch: float | None,
+             lr: float | None, gpus: float | None, settings: str, name: str) -> tuple[JobSpec, list[str]]:
+        """The form as a JobSpec, and notes about what was added on the person's behalf."""
+        notes = []
+        extra = shlex.split(settings or "")
+        if preset == "synth-vit" and default_backbone().exists() and not any(
+                s.startswith("backbone.pretrained=") for s in extra):
+            extra.append(f"backbone.pretrained={default_backbone().resolve()}")
+            notes.append("using the embedded default's image-pretrained backbone")
+        run = self.ctx.jobs.new_run_dir(task, preset, name or "")
+        spec = JobSpec(task=task, preset=preset, data=(data or "").strip(), out=str(run), epochs=int(epochs or 1),
+                       batch_size=int(batch or 1), lr=float(lr) if lr else None,
+                       adapter_ratio=None if ratio in (None, "", "default") else float(ratio),
+                       gpus=int(gpus or 0) if self.gpus else 0, settings=extra)
+        return spec, notes
+
+    @guarded(3)
+    def start(self, task: str, preset: str, ratio: str, data: str, epochs: float | None, batch: float | None,
+              lr: float | None, gpus: float | None, settings: str, name: str) -> tuple[Any, ...]:
+        """Launch a run from the form and select it in the monitor."""
+        spec, notes = self.spec(task, preset, ratio, data, epochs, batch, lr, gpus, settings, name)
+        run = self.ctx.jobs.start(spec)
+        note = f" ({'; '.join(notes)})" if notes else ""
+        return (gr.update(choices=self.run_choices(), value=str(run)), gr.Timer(active=True),
+                status_html(f"Started {run.name}{note}.", "ok"))
+
+    def poll(self, run: str | None) -> tuple[Any, ...]:
+        """Curves, epochs, log and state of ``run``; the timer stays on only while it runs."""
+        empty_loss = pd.DataFrame({"step": [], "loss": []})
+        empty_val = pd.DataFrame({"epoch": [], "value": [], "metric": []})
+        if not run:
+            return empty_loss, empty_val, pd.DataFrame(), "", "", gr.Timer(active=False)
+        try:
+            status = self.ctx.jobs.status(run)
+            curves = read_curves(run)
+            tail = log_tail(run)
+        except OSError as err:
+            return (empty_loss, empty_val, pd.DataFrame(), "", status_html(f"cannot read {run}: {err}", "error"),
+                    gr.Timer(active=False))
+        loss = pd.DataFrame(curves.steps, columns=["step", "loss"]) if curves.steps else empty_loss
+        val = pd.DataFrame(curves.val_metrics) if curves.val_metrics else empty_val
+        epochs = pd.DataFrame([{k: e[k] for k in ("epoch", "train_loss", "val_loss", "val_select", "seconds")}
+                               for e in curves.epochs])
+        state = status["state"]
+        checkpoint = status["checkpoint"]
+        text = (f"<b>{html.escape(Path(run).name)}</b>: {state} · {status['epochs_done']} epoch(s) done"
+                + (f" · checkpoint <code>{html.escape(checkpoint.name)}/</code>" if checkpoint else ""))
+        if state == "failed":
+            text += f" · exit code {status['returncode']} (see the log)"
+        return (loss, val, epochs, tail, status_html(text, STATE_KIND.get(state, "info"), code=True),
+                gr.Timer(active=state == "running"))
+
+    @guarded(2)
+    def cancel_run(self, run: str | None) -> tuple[Any, ...]:
+        """SIGTERM, then SIGKILL: stop the selected run (finished epochs stay on disk; Resume continues)."""
+        if not run:
+            raise JobError("Select a run first.")
+        state = self.ctx.jobs.cancel(run)
+        return gr.Timer(active=False), status_html(f"{Path(run).name}: {state}. Resume continues from the last "
+                                                   "finished epoch.", "warn")
+
+    @guarded(2)
+    def resume_run(self, run: str | None) -> tuple[Any, ...]:
+        if not run:
+            raise JobError("Select a run first.")
+        self.ctx.jobs.resume(run)
+        return gr.Timer(active=True), status_html(f"Resumed {Path(run).name}.", "ok")
+
+    @guarded(2)
+    def load_run(self, run: str | None) -> tuple[Any, ...]:
+        """Swap the run's checkpoint into the demo tabs (the other tasks keep their models)."""
+        if not run:
+            raise JobError("Select a run first.")
+        checkpoint = checkpoint_of(run)
+        if checkpoint is None:
+            raise JobError(f"{Path(run).name} has no checkpoint yet: wait for its first epoch to finish.")
+        self.ctx.holder.load_checkpoint(checkpoint)
+        running = self.ctx.jobs.status(run)["state"] == "running"
+        note = " (the run is still training: this is its best checkpoint so far)" if running else ""
+        return self.ctx.holder.status_html(), status_html(
+            f"Loaded {Path(run).name}/{checkpoint.name} into the demo{note}. Analyse again to see its results.", "ok")
+
+    def on_task(self, task: str, data: str) -> Any:
+        """Switching task: suggest the matching SynthAV spec unless a folder was typed."""
+        if not data or data.startswith("synthav:"):
+            return gr.update(value=DEFAULT_DATA.get(task, DEFAULT_DATA["ave"]))
+        return gr.update()
+
+    def refresh_runs(self, run: str | None) -> Any:
+        choices = self.run_choices()
+        return gr.update(choices=choices, value=run if run in [v for _, v in choices] else None)
