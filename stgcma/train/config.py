@@ -42,6 +42,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     avg_from: int | None = None
     match_weight: float = 0.5
+    avs_dice_weight: float = 0.0  # reference: BCE only; a soft-Dice term helps small models on small objects
     max_steps_per_epoch: int | None = None
     num_workers: int = 0
     seed: int = 0

@@ -38,6 +38,7 @@ class TaskRecipe:
     lr: float
     overrides: list[str] = field(default_factory=list)
     world: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,8 +52,9 @@ class DefaultRecipe:
     pretrain_lr: float = 1e-3
     n_test: int = 200
     tasks: dict[str, TaskRecipe] = field(default_factory=lambda: {
-        "ave": TaskRecipe(800, 100, 6, 8, 1e-3),
-        "avs": TaskRecipe(800, 100, 6, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=64"], "mode=s4"),
+        "ave": TaskRecipe(1000, 100, 10, 8, 2e-3),
+        "avs": TaskRecipe(800, 100, 10, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=64"], "mode=s4",
+                          {"avs_dice_weight": 1.0}),
         "avqa": TaskRecipe(1600, 200, 6, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"]),
     })
 
@@ -62,7 +64,7 @@ class DefaultRecipe:
             return max(low, int(x * factor))
 
         tasks = {k: TaskRecipe(n(t.n_train), n(t.n_val), max(1, int(t.epochs * factor)), t.batch_size, t.lr,
-                               t.overrides, t.world) for k, t in self.tasks.items()}
+                               t.overrides, t.world, t.train) for k, t in self.tasks.items()}
         return DefaultRecipe(self.preset, n(self.pretrain_clips, 16), max(1, int(self.pretrain_epochs * factor)),
                              self.pretrain_batch, self.pretrain_lr, n(self.n_test), tasks)
 
@@ -93,7 +95,7 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
         cfg = TrainConfig(task=task, preset=recipe.preset, data=_spec(TRAIN_SEED, t.n_train, t.world),
                           val_data=_spec(VAL_SEED, t.n_val, t.world), out=str(runs / task), epochs=t.epochs,
                           batch_size=t.batch_size, lr=t.lr, head_lr_scale=1.0, warmup_epochs=1.0, seed=0,
-                          device=device, amp="off", num_workers=num_workers)
+                          device=device, amp="off", num_workers=num_workers, **t.train)
         overrides = [f"backbone.pretrained={backbone.resolve()}", *t.overrides]
         summary = fit(cfg, overrides, progress=progress)
         selected = Path(summary["run"]) / summary["selected"]

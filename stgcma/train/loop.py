@@ -217,6 +217,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
         sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world_size)
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                             worker_init_fn=worker_init if cfg.num_workers else None,
+                            persistent_workers=cfg.num_workers > 0,
                             collate_fn=_collate(cfg.task), pin_memory=device.type == "cuda")
         steps_per_epoch = len(sampler)
         if cfg.max_steps_per_epoch is not None:
@@ -229,7 +230,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
             optimizer, lambda step: cosine_with_warmup(step, warmup, total_steps))
         amp_dtype = _amp_dtype(cfg, device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        loss_module = TaskLoss(model, cfg.task, cfg.match_weight)
+        loss_module = TaskLoss(model, cfg.task, cfg.match_weight, cfg.avs_dice_weight)
         train_module = loss_module
         if distributed:
             train_module = torch.nn.parallel.DistributedDataParallel(

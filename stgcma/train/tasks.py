@@ -28,14 +28,25 @@ def task_inputs(task: str, batch: dict[str, Any]) -> dict[str, Any]:
     return {"question": batch["question"]} if task == "avqa" else {}
 
 
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice per frame, averaged over valid frames; an empty target with an empty prediction scores 0."""
+    prob = torch.sigmoid(logits).flatten(2)  # (B, T, S*S)
+    target = target.flatten(2)
+    inter = (prob * target).sum(-1)
+    dice = (2 * inter + 1.0) / (prob.sum(-1) + target.sum(-1) + 1.0)  # (B, T)
+    weights = valid.float()
+    return ((1 - dice) * weights).sum() / weights.sum().clamp_min(1)
+
+
 class TaskLoss(nn.Module):
     """``forward(batch) -> (loss, logits)`` for one task; wrap THIS in DDP."""
 
-    def __init__(self, model: nn.Module, task: str, match_weight: float = 0.5) -> None:
+    def __init__(self, model: nn.Module, task: str, match_weight: float = 0.5, dice_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.task = task
         self.match_weight = match_weight
+        self.dice_weight = dice_weight
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(batch["video"], batch["audio"], **task_inputs(self.task, batch))
@@ -47,6 +58,8 @@ class TaskLoss(nn.Module):
             valid = batch["mask_valid"].float()[..., None, None]  # (B, T, 1, 1)
             per_pixel = F.binary_cross_entropy_with_logits(mask_logits, batch["mask"], reduction="none")
             loss = (per_pixel * valid).sum() / (valid.sum() * per_pixel.shape[-1] * per_pixel.shape[-2]).clamp_min(1)
+            if self.dice_weight:
+                loss = loss + self.dice_weight * soft_dice_loss(mask_logits, batch["mask"], batch["mask_valid"])
         else:
             loss = F.cross_entropy(logits.float(), batch["answer"])
             if self.match_weight and "video_neg" in batch:
