@@ -35,7 +35,7 @@ def status_html(message: str = "", kind: str = "info", code: bool = False) -> st
     """A status banner: ``kind`` in info, ok, warn, error; an empty message gives an empty banner."""
     if not message:
         return ""
-    icon = {"ok": "✅", "warn": "⚠️", "error": "⛔", "info": "ℹ️"}.get(kind, "")
+    icon = {"ok": "✓", "warn": "⚠", "error": "✕", "info": "ℹ"}.get(kind, "")
     body = message if code else html.escape(message)
     return f'<div class="stg-status stg-{kind}">{icon} {body}</div>'
 
@@ -45,7 +45,7 @@ def warnings_html(warnings: list[str]) -> str:
     if not warnings:
         return ""
     items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-    return f'<div class="stg-status stg-warn">⚠️ <b>Read before trusting these results:</b><ul>{items}</ul></div>'
+    return f'<div class="stg-status stg-warn">⚠ <b>Read before trusting these results:</b><ul>{items}</ul></div>'
 
 
 def guarded(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -37,8 +37,9 @@ CSS = """
 .stg-warn { background: #fff7e6; border-color: #f5c46b; color: #7a4b00; font-weight: 500; }
 .stg-error { background: #fdecec; border-color: #f2a7a7; color: #7f1d1d; }
 .stg-status code { background: rgba(0,0,0,0.06); padding: 0 4px; border-radius: 4px; }
-.stg-facts { border-collapse: collapse; font-size: 0.9em; width: 100%; }
-.stg-facts th, .stg-facts td { text-align: left; padding: 3px 8px; border-bottom: 1px solid #e5e7eb; }
+.stg-facts, .stg-facts tr { border-collapse: collapse; font-size: 0.9em; width: 100%; border: none !important; }
+.stg-facts th, .stg-facts td { text-align: left; padding: 3px 8px; border: none !important;
+  border-bottom: 1px solid #e5e7eb !important; }
 .stg-note { font-size: 0.85em; opacity: 0.8; }
 """
 

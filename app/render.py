@@ -41,11 +41,19 @@ def heat_on_frame(frame: np.ndarray, heat: np.ndarray | None, alpha: float = 0.4
     return (image * (1.0 - weight) + colour * weight).astype(np.uint8)
 
 
+def robust_unit(heat: np.ndarray, percentile: float = 99.0) -> np.ndarray:
+    """Scale a non-negative map so its ``percentile`` maps to 1 (clipped): a few extreme pixels no longer
+    darken the rest, as in captum's ``visualize_image_attr`` outlier handling."""
+    heat = np.nan_to_num(np.asarray(heat, np.float32))
+    top = float(np.percentile(heat, percentile)) if heat.size else 0.0
+    return np.clip(heat / top, 0.0, 1.0) if top > 0 else heat
+
+
 def spectrogram_figure(spec: np.ndarray, heat: np.ndarray | None, title: str,
                        frame_shift_ms: float = 10.0) -> np.ndarray:
     """The fbank (F time frames, M mel bins) as an RGB image with axes, a heatmap blended on top."""
     spec = np.asarray(spec, np.float32).T  # (M, F): mel on the vertical axis
-    fig = Figure(figsize=(6.4, 3.2), dpi=100)
+    fig = Figure(figsize=(6.4, 4.8), dpi=100)
     ax = fig.subplots()
     extent = (0.0, spec.shape[1] * frame_shift_ms, 0.0, float(spec.shape[0]))
     ax.imshow(spec, origin="lower", aspect="auto", cmap="gray", extent=extent, interpolation="nearest")

@@ -116,10 +116,10 @@ class ModelHolder:
         """The model banner shown at the top of the app."""
         if self.predictor is None:
             reason = html.escape(self.error or "no checkpoint given")
-            return (f'<div class="stg-status stg-error">⛔ <b>No model is loaded</b> ({reason}). '
+            return (f'<div class="stg-status stg-error">✕ <b>No model is loaded</b> ({reason}). '
                     f"{HOW_TO_GET_A_MODEL} The Train tab works without a model.</div>")
         tasks = ", ".join(t.upper() for t in self.predictor.tasks)
-        return (f'<div class="stg-status stg-ok">✅ Model: <code>{html.escape(self.source)}</code> '
+        return (f'<div class="stg-status stg-ok">✓ Model: <code>{html.escape(self.source)}</code> '
                 f"on {html.escape(self.device)} · tasks: {tasks}</div>")
 
 

@@ -128,7 +128,7 @@ def test_analyze_returns_overlay_timeline_table_and_downloads(ctx, clips, analys
     assert Path(timeline).suffix == ".png"
     assert isinstance(table, pd.DataFrame) and len(table) == session.num_segments == 6
     assert list(table["second"]) == list(range(6))
-    assert {"top event", "probability", "background", "sounding area"} <= set(table.columns)
+    assert {"top event", "prob.", "background", "mask area"} <= set(table.columns)
     names = {Path(f).name for f in files}
     assert {"overlay.mp4", "masks.zip", "result.json", "timeline.png"} <= names
     with zipfile.ZipFile(next(f for f in files if f.endswith("masks.zip"))) as z:
@@ -372,14 +372,15 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
                 str(tmp_path / "profile"), executable_path="/usr/bin/chromium", args=flags, headless=True,
                 viewport={"width": 1400, "height": 1000})
             page = browser.new_page()
-            page.goto(url, wait_until="networkidle")
+            page.goto(url, wait_until="domcontentloaded")
+            page.get_by_role("button", name="Analyze", exact=True).wait_for(timeout=60_000)
             page.locator("input[type=file]").first.set_input_files(str(clips["good"]))
             page.wait_for_timeout(1500)
             page.get_by_role("button", name="Analyze", exact=True).click()
             page.locator(".stg-ok", has_text="Analysed").wait_for(timeout=120_000)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / "analyze.png"), full_page=True)
-            page.get_by_role("cell", name="0:03").first.click()
+            page.get_by_text("0:03", exact=True).first.click()
             page.wait_for_timeout(1000)
             times = page.evaluate("Array.from(document.querySelectorAll('video')).map(v => v.currentTime)")
             assert any(abs(t - 3.0) < 0.6 for t in times), times

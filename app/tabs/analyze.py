@@ -22,7 +22,7 @@ from app.state import AppContext, Session
 from stgcma.report import write_report
 
 PROGRESS = gr.Progress()  # Gradio finds progress trackers by their default value
-TABLE_HEADERS = ["second", "time", "top event", "probability", "background", "sounding area"]
+TABLE_HEADERS = ["second", "time", "top event", "prob.", "background", "mask area"]
 
 
 def per_second_table(analysis: Any, segment_seconds: float = 1.0) -> pd.DataFrame:
@@ -35,11 +35,11 @@ def per_second_table(analysis: Any, segment_seconds: float = 1.0) -> pd.DataFram
         if ave is not None:
             top, bg = int(ave["label_ids"][i]), int(ave["background_index"])
             row["top event"] = "background (no event)" if top == bg else ave["labels"][i]
-            row["probability"] = percent(float(ave["confidence"][i]))
+            row["prob."] = percent(float(ave["confidence"][i]))
             row["background"] = percent(float(ave["probs"][i][bg]))
         else:
-            row.update({"top event": "no AVE model", "probability": "", "background": ""})
-        row["sounding area"] = percent(float(avs["area"][i])) if avs is not None else ""
+            row.update({"top event": "no AVE model", "prob.": "", "background": ""})
+        row["mask area"] = percent(float(avs["area"][i])) if avs is not None else ""
         rows.append(row)
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
 
@@ -77,13 +77,13 @@ class AnalyzeTab:
                                         height=320)
                 self.warnings = gr.HTML()
                 self.status = gr.HTML()
-        with gr.Row():
-            with gr.Column(scale=3):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
                 self.timeline = gr.Image(label="Audio-visual events per second (AVE)", type="filepath",
-                                         interactive=False)
-            with gr.Column(scale=2):
+                                         interactive=False, show_label=False)
+            with gr.Column(scale=1):
                 self.table = gr.Dataframe(headers=TABLE_HEADERS, label="Per second: click a row to seek the video",
-                                          interactive=False, max_height=360)
+                                          interactive=False, max_height=360, wrap=True)
         self.files = gr.File(label="Downloads: overlay video, masks (zip), result.json, timeline",
                              file_count="multiple", interactive=False)
 

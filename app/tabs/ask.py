@@ -16,6 +16,8 @@ from app.errors import guarded
 from app.render import percent
 from app.state import AppContext, Session
 
+NOT_OBJECTS = {"yes", "no", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+               "left", "middle", "right", "indoor", "outdoor", "simultaneously"}
 GENERIC_QUESTIONS = [
     "How many objects are sounding in the video?",
     "Where is the first sounding object?",
@@ -31,10 +33,10 @@ def answer_markdown(result: dict[str, Any], clip_name: str) -> str:
         lines.append("Alternatives: " + ", ".join(f"{a} ({percent(p)})" for a, p in result["alternatives"]))
     if result["unknown_words"]:
         words = ", ".join(f"`{w}`" for w in result["unknown_words"])
-        lines.append(f"⚠️ Words the model never saw in training: {words}; the answer may be a guess.")
+        lines.append(f"⚠ Words the model never saw in training: {words}; the answer may be a guess.")
     for warning in result["warnings"]:
         if not warning.startswith("words the model never saw"):
-            lines.append(f"⚠️ {warning}")
+            lines.append(f"⚠ {warning}")
     lines.append(f"<sub>about {clip_name}</sub>")
     return "\n\n".join(lines)
 
@@ -45,9 +47,15 @@ class AskTab:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
+    def object_names(self) -> list[str]:
+        """Answers that are also question words and not yes/no, numbers or sides: the objects the model knows."""
+        meta = self.ctx.holder.meta("avqa")
+        words = set(meta.get("question_vocab", []))
+        return [a for a in meta.get("answer_vocab", []) if a in words and a not in NOT_OBJECTS]
+
     def example_questions(self) -> list[str]:
-        """Generic questions plus some naming the loaded model's own object classes."""
-        names = [n for n in self.ctx.holder.meta("avqa").get("class_names", []) if n != "background"][:2]
+        """Generic questions plus some naming the loaded model's own objects."""
+        names = self.object_names()[:2]
         specific = [f"Is the {names[0]} in the video making a sound?"] if names else []
         if len(names) > 1:
             specific.append(f"Is the {names[0]} louder than the {names[1]}?")

@@ -48,10 +48,12 @@ class AttentionTab:
                 self.button = gr.Button("Show attention", variant="primary")
             with gr.Column(scale=3):
                 with gr.Row():
-                    self.frame = gr.Image(label="Frame: where the sound looks (audio → video)", interactive=False,
-                                          type="numpy", format="png")
-                    self.spectrogram = gr.Image(label="Spectrogram: where the picture listens (video → audio)",
-                                                interactive=False, type="numpy", format="png")
+                    with gr.Column():
+                        gr.Markdown("**Frame**: where the sound looks (audio → video)")
+                        self.frame = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
+                    with gr.Column():
+                        gr.Markdown("**Spectrogram**: where the picture listens (video → audio)")
+                        self.spectrogram = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
                 self.info = gr.HTML()
                 self.status = gr.HTML()
 

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from app.errors import guarded, status_html
-from app.render import heat_on_frame, percent, spectrogram_figure
+from app.render import heat_on_frame, percent, robust_unit, spectrogram_figure
 from app.state import AppContext, Session
 from app.tabs.attention import task_choices
 
@@ -58,9 +58,12 @@ class AttributionTab:
                 self.button = gr.Button("Explain", variant="primary")
             with gr.Column(scale=3):
                 with gr.Row():
-                    self.frame = gr.Image(label="Frame attribution", interactive=False, type="numpy", format="png")
-                    self.spectrogram = gr.Image(label="Spectrogram attribution", interactive=False, type="numpy",
-                                                format="png")
+                    with gr.Column():
+                        gr.Markdown("**Frame**: pixels the prediction rests on")
+                        self.frame = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
+                    with gr.Column():
+                        gr.Markdown("**Spectrogram**: time-frequency bins it rests on")
+                        self.spectrogram = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
                 with gr.Row():
                     self.share = gr.Label(label="Share of the evidence", num_top_classes=2)
                     self.info = gr.HTML()
@@ -86,8 +89,8 @@ class AttributionTab:
                                      question=question or session.last_question or None,
                                      **DETAIL.get(detail, DETAIL["fast"]))
         title = f"second {result['second']} · {result['target_label']}"
-        frame = heat_on_frame(result["frame"], result["frame_heat"])
-        spectrogram = spectrogram_figure(result["spectrogram"], result["spectrogram_heat"], title)
+        frame = heat_on_frame(result["frame"], robust_unit(result["frame_heat"]))
+        spectrogram = spectrogram_figure(result["spectrogram"], robust_unit(result["spectrogram_heat"]), title)
         audio = result["audio_share"]
         share = {} if audio != audio else {"audio": audio, "visual": 1.0 - audio}
         rows = [("explained", html.escape(result["target_label"])), ("what", html.escape(result["description"])),
@@ -98,8 +101,8 @@ class AttributionTab:
             rows.append(("IG completeness error", f"{result['delta']:.2e} (vs. f(x) − f(0) = "
                                                   f"{result['output'] - result['baseline_output']:.3f})"))
         body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-        info = (f'<table class="stg-facts">{body}</table><p class="stg-note">Heatmaps show |attribution|, '
-                f"scaled to [0, 1] per picture; the share compares the raw totals.</p>")
+        info = (f'<table class="stg-facts">{body}</table><p class="stg-note">Heatmaps show |attribution| per '
+                f"picture, its 99th percentile at full colour; the share compares the raw totals.</p>")
         return frame, spectrogram, share, info, status_html("")
 
     def on_task(self, task: str | None) -> tuple[Any, Any]:

@@ -25,6 +25,7 @@ RATIOS = [("preset default", "default"), ("1/16 (0.0625)", "0.0625"), ("1/8 (0.1
           ("1/4 (0.25)", "0.25"), ("1/2 (0.5)", "0.5")]
 DEFAULT_DATA = {"ave": "synthav:seed=0,n=64", "avs": "synthav:seed=0,n=64,mode=s4", "avqa": "synthav:seed=0,n=64"}
 POLL_SECONDS = 2.0
+EPOCH_COLUMNS = ["epoch", "train_loss", "val_loss", "val_select", "seconds"]
 STATE_KIND = {"running": "info", "finished": "ok", "failed": "error", "cancelled": "warn", "stopped": "warn"}
 
 
@@ -61,7 +62,7 @@ class TrainTab:
                 with gr.Row():
                     self.epochs = gr.Number(5, label="Epochs", precision=0, minimum=1)
                     self.batch = gr.Number(4, label="Batch size", precision=0, minimum=1)
-                    self.lr = gr.Number(None, label="Learning rate", info="empty: task default")
+                    self.lr = gr.Number(0, label="Learning rate", info="0: the task's default")
                 gpu_note = (f"{self.gpus} CUDA device(s); more than 1 runs under torchrun" if self.gpus else
                             "No CUDA device found: training runs on the CPU")
                 self.gpu_count = gr.Slider(0, max(1, self.gpus), value=min(1, self.gpus), step=1, label="GPUs",
@@ -81,7 +82,8 @@ class TrainTab:
                     self.loss_plot = gr.LinePlot(x="step", y="loss", title="Training loss per step", height=260)
                     self.val_plot = gr.LinePlot(x="epoch", y="value", color="metric",
                                                 title="Validation metrics per epoch", height=260)
-                self.epochs_table = gr.Dataframe(label="Epochs", interactive=False, max_height=200)
+                self.epochs_table = gr.Dataframe(headers=EPOCH_COLUMNS, label="Epochs", interactive=False,
+                                                 max_height=200)
                 self.log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, interactive=False,
                                       autoscroll=True)
                 with gr.Row():
@@ -127,20 +129,21 @@ class TrainTab:
     def poll(self, run: str | None) -> tuple[Any, ...]:
         """Curves, epochs, log and state of ``run``; the timer stays on only while it runs."""
         empty_loss = pd.DataFrame({"step": [], "loss": []})
-        empty_val = pd.DataFrame({"epoch": [], "value": [], "metric": []})
+        empty_val = pd.DataFrame({"epoch": pd.Series([], dtype=int), "value": pd.Series([], dtype=float),
+                                  "metric": pd.Series([], dtype=str)})  # typed, so the legend is by name
+        empty_epochs = pd.DataFrame(columns=EPOCH_COLUMNS)
         if not run:
-            return empty_loss, empty_val, pd.DataFrame(), "", "", gr.Timer(active=False)
+            return empty_loss, empty_val, empty_epochs, "", "", gr.Timer(active=False)
         try:
             status = self.ctx.jobs.status(run)
             curves = read_curves(run)
             tail = log_tail(run)
         except OSError as err:
-            return (empty_loss, empty_val, pd.DataFrame(), "", status_html(f"cannot read {run}: {err}", "error"),
+            return (empty_loss, empty_val, empty_epochs, "", status_html(f"cannot read {run}: {err}", "error"),
                     gr.Timer(active=False))
         loss = pd.DataFrame(curves.steps, columns=["step", "loss"]) if curves.steps else empty_loss
         val = pd.DataFrame(curves.val_metrics) if curves.val_metrics else empty_val
-        epochs = pd.DataFrame([{k: e[k] for k in ("epoch", "train_loss", "val_loss", "val_select", "seconds")}
-                               for e in curves.epochs])
+        epochs = pd.DataFrame([{k: e[k] for k in EPOCH_COLUMNS} for e in curves.epochs], columns=EPOCH_COLUMNS)
         state = status["state"]
         checkpoint = status["checkpoint"]
         text = (f"<b>{html.escape(Path(run).name)}</b>: {state} · {status['epochs_done']} epoch(s) done"
