@@ -80,7 +80,7 @@ def save_checkpoint(model: torch.nn.Module, folder: str | Path, meta: dict[str, 
     """Save the trainable tensors of ``model`` and its config (+ ``meta``) to ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.named_parameters() if v.requires_grad}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -138,21 +138,21 @@ def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha25
         raise CheckpointError(f"{path} does not match the hash in {CONFIG_NAME}: the checkpoint is incomplete "
                               "or was modified; save it again")
     tensors = load_file(str(path))
-    params = dict(model.named_parameters())
-    unexpected = sorted(set(tensors) - set(params))
+    targets = model.trainable_state_dict()
+    unexpected = sorted(set(tensors) - set(targets))
     if unexpected:
         raise CheckpointError(f"{path} has tensors this model does not: {unexpected[:5]} "
                               "(was it saved from a different config?)")
-    missing = [k for k, p in params.items() if p.requires_grad and k not in tensors]
+    missing = [k for k in targets if k not in tensors]
     if missing:
         raise CheckpointError(f"{path} lacks trained tensors {missing[:5]}: config and weights do not match")
     for key, value in tensors.items():
-        if params[key].shape != value.shape:
+        if targets[key].shape != value.shape:
             raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
-                                  f"{tuple(params[key].shape)} (config mismatch)")
+                                  f"{tuple(targets[key].shape)} (config mismatch)")
     with torch.no_grad():
         for key, value in tensors.items():
-            params[key].copy_(value)
+            targets[key].copy_(value)
 
 
 def resolve_source(source: str | Path, task: str | None = None) -> Path:

@@ -194,8 +194,16 @@ class STGCMAModel(nn.Module):
                     maps[(i, stage, direction)] = value
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """Only the trained tensors (adapters, head, temporal tables, stream norms)."""
-        return {k: v for k, v in self.named_parameters() if v.requires_grad}
+        """The trained tensors: trainable parameters plus the persistent buffers of the modules that own them
+        (e.g. BatchNorm running statistics in a head). Values are the live tensors."""
+        state = {k: v for k, v in self.named_parameters() if v.requires_grad}
+        for name, module in self.named_modules():
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                continue
+            for bname, buf in module.named_buffers(recurse=False):
+                if buf is not None and bname not in module._non_persistent_buffers_set:
+                    state[f"{name}.{bname}" if name else bname] = buf
+        return state
 
     def parameter_counts(self) -> dict[str, int]:
         return {"trainable": num_params(self, trainable=True), "total": num_params(self)}

@@ -44,7 +44,8 @@ def test_checkpoint_holds_only_trainable_tensors(tmp_path):
     model = _trained()
     save_checkpoint(model, tmp_path)
     keys = set(load_file(str(tmp_path / WEIGHTS_NAME)))
-    assert keys == {k for k, p in model.named_parameters() if p.requires_grad}
+    assert keys == set(model.trainable_state_dict())
+    assert {k for k, p in model.named_parameters() if p.requires_grad} <= keys
     assert not any(k.startswith("encoder.trunk.") for k in keys)
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -113,3 +114,23 @@ def test_config_file_records_everything_to_rebuild(tmp_path):
     doc = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert doc["format"] == "stgcma-adapter" and doc["model"]["backbone"]["name"] == "vit-test"
     assert doc["model"]["preprocess"]["num_mel_bins"] == 32 and doc["meta"]["epoch"] == 3
+
+
+def test_head_batchnorm_statistics_round_trip(tmp_path):
+    """The AVS head has BatchNorm: its running statistics are trained state and must be saved."""
+    torch.manual_seed(5)
+    model = create_model("vit-test", {"head.task": "avs", "head.avs_channels": 16})
+    video, audio = random_inputs(model.config)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(video * 3 + 1, audio)  # moves the running statistics away from their initial values
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.fill_(0.5)
+    model.eval()
+    save_checkpoint(model, tmp_path, {"init_seed": 5})
+    assert any(k.endswith("running_mean") for k in load_file(str(tmp_path / WEIGHTS_NAME)))
+    loaded, _ = load_model(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(video, audio)["logits"], model(video, audio)["logits"])

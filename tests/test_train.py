@@ -128,3 +128,26 @@ def test_resume_needs_a_run_folder(tmp_path):
     result = subprocess.run([sys.executable, "-m", "stgcma", "train", "--resume", str(tmp_path)], env=_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "config.json" in result.stderr
+
+
+def test_recalibrate_batchnorm_matches_data_statistics():
+    from stgcma.train.calibrate import recalibrate_batchnorm
+
+    bn = torch.nn.BatchNorm1d(3)
+    model = torch.nn.Sequential(torch.nn.Identity(), bn)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, video, audio):
+            return {"logits": self.net(video.flatten(1)[:, :3])}
+
+    data = [{"video": torch.randn(1, 3) * 2 + 1, "audio": torch.zeros(1), "id": str(i), "label": torch.zeros(1)}
+            for i in range(16)]
+    used = recalibrate_batchnorm(Wrapper(), data, "ave", batch_size=4)
+    values = torch.stack([d["video"].flatten()[:3] for d in data])
+    assert used == 4 and not bn.training
+    torch.testing.assert_close(bn.running_mean, values.mean(0))
+    assert bn.momentum == 0.1

@@ -241,10 +241,10 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
         state_path = run / STATE_NAME
         if resume is not None and state_path.exists():
             state = torch.load(state_path, map_location="cpu", weights_only=False)
-            params = dict(model.named_parameters())
+            targets = model.trainable_state_dict()
             with torch.no_grad():
                 for k, v in state["trainable"].items():
-                    params[k].copy_(v)
+                    targets[k].copy_(v)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
@@ -333,10 +333,10 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
         summary: dict[str, Any] = {"run": str(run), "best_epoch": best_epoch, "best_select": best,
                                    "selected": "best"}
         if main and avg_sum is not None and avg_count:
-            params = dict(model.named_parameters())
+            targets = model.trainable_state_dict()
             with torch.no_grad():
                 for k, v in avg_sum.items():
-                    params[k].copy_((v / avg_count).to(params[k].dtype))
+                    targets[k].copy_((v / avg_count).to(targets[k].dtype))
             val = evaluate(model, val_set, cfg.task, cfg.batch_size, device, False, amp_dtype, cfg.num_workers)
             save_checkpoint(model, run / "averaged", {**meta, "epochs": [cfg.avg_from, cfg.epochs], "val": val})
             summary["averaged_select"] = val["select"]
