@@ -28,7 +28,10 @@ class UserError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stgcma", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m stgcma",
+        description="STG-CMA Studio: parameter-efficient audio-visual learning with one frozen image transformer.",
+        epilog="Run 'python -m stgcma COMMAND --help' for a command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():

@@ -9,7 +9,7 @@ import json
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("what", choices=["model", "decode"], help="model: STG-CMA vs bare frozen tower; "
                         "decode: media decoding vs one small-backbone forward")
-    parser.add_argument("--preset", default=None, help="model preset (model: clip-b16-tiny; decode: synth-default)")
+    parser.add_argument("--preset", default=None, help="model preset (model: clip-b16-tiny; decode: embedded default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -31,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            unit = "" if key.startswith("ratio") else " s"
+            unit = "" if key.startswith("ratio") or key == "segments" else " s"
             print(f"{key:24s} {value:8.3f}{unit}")
     return 0
