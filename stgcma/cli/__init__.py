@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "fine-tune STG-CMA on a task (CPU, one GPU, or under torchrun)"),
     "eval": ("eval", "a checkpoint's metrics on a dataset"),
     "build-default": ("build_default", "rebuild the embedded default (assets/default) from scratch"),
+    "study": ("study", "STG-CMA vs baselines and its stage ablation on SynthAV (a table)"),
     "bench": ("bench", "speed benchmarks that print ratios"),
 }
 
