@@ -199,6 +199,8 @@ def avqa_root(tmp_path: Path) -> Path:
         tiny_video(tmp_path / "videos" / f"{vid}.mp4", 6)
     if ANNOTATIONS.is_dir():
         shutil.copy(ANNOTATIONS / "music-avqa" / "ans_vocab.txt", tmp_path)
+    else:  # without the real samples, a vocabulary file in the same one-answer-per-line format
+        (tmp_path / "ans_vocab.txt").write_text("yes\nno\nleft\nright\npiano\ncello\nviolin\n")
     return tmp_path
 
 
