@@ -135,6 +135,17 @@ def _linear_from(weight: nn.Parameter, bias: nn.Parameter | None) -> nn.Linear:
     return layer
 
 
+def one_channel_conv(conv: nn.Conv2d, reduce: str) -> nn.Conv2d:
+    """A 1-input-channel copy of an RGB patch embedding: weights summed (ViT/CLIP) or averaged (Swin) over RGB."""
+    audio_conv = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, bias=conv.bias is not None)
+    with torch.no_grad():
+        weight = conv.weight.sum(dim=1, keepdim=True) if reduce == "sum" else conv.weight.mean(dim=1, keepdim=True)
+        audio_conv.weight.copy_(weight)
+        if conv.bias is not None:
+            audio_conv.bias.copy_(conv.bias)
+    return audio_conv
+
+
 class ViTBlockParts(nn.Module):
     """The frozen sub-layers of one pre-norm ViT block (CLIP or timm)."""
 
@@ -246,12 +257,7 @@ class ViTTrunk(nn.Module):
 
     def audio_embedding(self, audio_shape: tuple[int, int]) -> tuple[nn.Conv2d, torch.Tensor]:
         """One-channel patch embedding (sum over RGB) and positional embedding resampled to the audio grid."""
-        conv = self.patch_embed
-        audio_conv = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, bias=conv.bias is not None)
-        with torch.no_grad():
-            audio_conv.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
-            if conv.bias is not None:
-                audio_conv.bias.copy_(conv.bias)
+        audio_conv = one_channel_conv(self.patch_embed, "sum")
         grid = (audio_shape[0] // self.patch_size, audio_shape[1] // self.patch_size)
         pos = self.pos_embed.detach().reshape(-1, self.embed_dim)
         cls_pos, patch_pos = pos[:1], pos[1:]
@@ -417,13 +423,7 @@ class SwinTrunk(nn.Module):
         if tuple(audio_shape) != (self.image_size, self.image_size):
             raise ConfigError(f"Swin needs a square {self.image_size}x{self.image_size} fbank; "
                               f"got {tuple(audio_shape)} (set preprocess.num_mel_bins/target_frames)")
-        conv = self.patch_proj
-        audio_conv = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, bias=conv.bias is not None)
-        with torch.no_grad():
-            audio_conv.weight.copy_(conv.weight.mean(dim=1, keepdim=True))
-            if conv.bias is not None:
-                audio_conv.bias.copy_(conv.bias)
-        return audio_conv, None
+        return one_channel_conv(self.patch_proj, "mean"), None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,23 +27,14 @@ import numpy as np
 from stgcma.data.annotations import fill_placeholders
 from stgcma.data.synthav.scene import Scene, SynthConfig, sample_scene
 from stgcma.data.vocab import Vocab, tokenize
+from stgcma.metrics import AVQA_TYPES
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 YES_NO = ("yes", "no")
 SIDES = ("left", "middle", "right")
 MAX_TRIES = 150
 S4_TRIES = 10
-QTYPES = (
-    "Audio/Counting",
-    "Audio/Comparative",
-    "Visual/Counting",
-    "Visual/Location",
-    "Audio-Visual/Existential",
-    "Audio-Visual/Counting",
-    "Audio-Visual/Location",
-    "Audio-Visual/Comparative",
-    "Audio-Visual/Temporal",
-)
+QTYPES = AVQA_TYPES  # the nine MUSIC-AVQA question types, in the metrics' order
 SLOT_VALUES = {
     "<LR>": SIDES,
     "<LRer>": ("leftest", "rightest"),
