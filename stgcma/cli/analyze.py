@@ -1,7 +1,8 @@
 """``python -m stgcma analyze VIDEO --out DIR``: every output for one clip, with a progress bar.
 
 Writes result.json, overlay.mp4 (AVS masks over the video, original audio), masks/*.png,
-timeline.png (AVE) and, with ``--question``, the AVQA answers. Bad input exits with status 2 and
+timeline.png (AVE), attention_*.png and attribution_*.png (one explained prediction) and, with
+``--question``, the AVQA answers. Bad input exits with status 2 and
 a one-line message.
 """
 
@@ -20,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question", action="append", default=[], help="an AVQA question (repeatable)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-duration", type=float, default=None, help="seconds to analyse at most")
+    parser.add_argument("--no-explain", action="store_true",
+                        help="skip the attention and attribution images (IG is the slow part on CPU)")
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, limits=limits)
         analysis = predictor.analyze(args.video, progress=stage(0, 40))
         stage(40, 0)(1.0)
-        result = write_report(predictor, args.video, analysis, args.out, args.question, progress=stage(50, 50))
+        result = write_report(predictor, args.video, analysis, args.out, args.question, progress=stage(50, 40),
+                              explain=not args.no_explain)
     except (MediaError, CheckpointError, ValueError, OSError) as err:
         bar.close()
         raise UserError(str(err).splitlines()[0]) from None
