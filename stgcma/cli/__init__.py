@@ -28,6 +28,17 @@ class UserError(Exception):
     """An input problem to report as one line, without a traceback."""
 
 
+def quiet_ffmpeg() -> None:
+    """FFmpeg prints its own diagnostics (e.g. "moov atom not found") to stderr; commands report problems
+    themselves in one line, so only FFmpeg panics may reach the terminal."""
+    import logging
+
+    import av.logging
+
+    av.logging.set_level(av.logging.PANIC)
+    logging.getLogger("libav").setLevel(logging.CRITICAL)  # PyAV forwards FFmpeg's messages to this logger
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m stgcma",
@@ -46,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)
     args = parser.parse_args(argv)
+    quiet_ffmpeg()
     try:
         return int(args._run(args) or 0)
     except UserError as err:
