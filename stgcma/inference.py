@@ -77,7 +77,7 @@ class Analysis:
             if isinstance(value, np.ndarray):
                 return value.tolist()
             if isinstance(value, dict):
-                return {k: plain(v) for k, v in value.items() if include_masks or k not in ("masks",)}
+                return {k: plain(v) for k, v in value.items() if include_masks or k not in ("masks", "binary")}
             if isinstance(value, (list, tuple)):
                 return [plain(v) for v in value]
             if isinstance(value, (np.floating, np.integer)):
