@@ -40,10 +40,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be found, read or applied; the message names the file and the problem."""
 
 
+def _umask_mode() -> int:
+    """Permissions a plain ``open()`` would give a new file (mkstemp's 0600 is for the temporary name only)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -60,6 +68,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, _umask_mode())
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -83,6 +92,7 @@ def save_checkpoint(model: torch.nn.Module, folder: str | Path, meta: dict[str, 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, _umask_mode())
     try:
         save_file(tensors, tmp, metadata={"format": FORMAT})
         weights_hash = _sha256(Path(tmp))
