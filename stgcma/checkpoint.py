@@ -166,7 +166,8 @@ def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha25
 
 
 def resolve_source(source: str | Path, task: str | None = None) -> Path:
-    """A local checkpoint folder for ``source``: a folder, ``default`` (+ task) or a Hub repo id."""
+    """A local checkpoint folder for ``source``: a checkpoint or finished run folder, ``default`` (+ task),
+    or a Hub repo id."""
     text = str(source)
     if text == "default" or text.startswith("default:"):
         task = text.split(":", 1)[1] if ":" in text else task
@@ -181,6 +182,10 @@ def resolve_source(source: str | Path, task: str | None = None) -> Path:
     if path.exists():
         if (path / CONFIG_NAME).exists():
             return path
+        if (path / "summary.json").exists():  # a finished training run: its selected checkpoint
+            selected = json.loads((path / "summary.json").read_text()).get("selected", "best")
+            if (path / selected / CONFIG_NAME).exists():
+                return path / selected
         if task and (path / task / CONFIG_NAME).exists():
             return path / task
         raise CheckpointError(f"{path} is not a checkpoint folder (no {CONFIG_NAME})")

@@ -21,7 +21,7 @@ from torch import nn
 from stgcma.adapters import AdapterModule, BottleneckCrossAttention, StreamNorm, TemporalEmbedding
 from stgcma.backbones import SwinTrunk, ViTTrunk, audio_grid, build_trunk, check_preprocess, num_params
 from stgcma.blocks import LavishBlock, PlainBlock, STGCMABlock, StreamContext
-from stgcma.config import ConfigError, ModelConfig, load_preset
+from stgcma.config import ConfigError, ModelConfig, apply_overrides, load_preset
 from stgcma.heads import TaskHead, build_head
 
 
@@ -239,8 +239,6 @@ def create_model(name_or_config: str | ModelConfig, overrides: list[str] | dict[
     >>> model = create_model("vit-test")
     """
     if isinstance(name_or_config, ModelConfig):
-        from stgcma.config import apply_overrides
-
         config = apply_overrides(name_or_config, overrides) if overrides else name_or_config
     else:
         config = load_preset(name_or_config, overrides)

@@ -21,19 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from stgcma.checkpoint import CheckpointError, load_model
     from stgcma.data.spec import build_dataset
     from stgcma.data.vocab import Vocab
     from stgcma.train.loop import evaluate
 
     try:
-        source = args.checkpoint
-        if Path(source).is_dir() and (Path(source) / "summary.json").exists():
-            summary = json.loads((Path(source) / "summary.json").read_text())
-            source = str(Path(source) / summary.get("selected", "best"))
-        model, meta = load_model(source, task=args.task, device=args.device)
+        model, meta = load_model(args.checkpoint, task=args.task, device=args.device)
         extra = {}
         if args.task == "avqa" and not args.data.startswith("synthav:"):
             extra["question_vocab"] = Vocab(meta["question_vocab"][2:], meta.get("question_max_len", 14))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from stgcma.checkpoint import atomic_torch_save, atomic_write_bytes, load_model, save_checkpoint
+from stgcma.checkpoint import atomic_torch_save, atomic_write_bytes, save_checkpoint
 from stgcma.config import ModelConfig, apply_overrides, load_preset
 from stgcma.model import STGCMAModel
 from stgcma.train import distributed as dist_utils
@@ -349,13 +349,3 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
         return summary
     finally:
         dist_utils.teardown()
-
-
-def load_run_model(run: str | Path, which: str | None = None, device: str = "cpu"):
-    """The selected (or named) checkpoint of a finished run: (model, meta)."""
-    run = Path(run)
-    if which is None:
-        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-        which = summary.get("selected", "best")
-    return load_model(run / which, device=device)
-
