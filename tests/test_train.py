@@ -71,6 +71,10 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
     assert config["train"]["lr"] == 5e-5 and config["model"]["adapter"]["ratio"] == 0.125
     assert config["model"]["head"]["num_classes"] == 9  # SynthAV's 8 classes + background
     assert summary["selected"] in ("best", "averaged")
+    from stgcma.checkpoint import load_model
+
+    model, meta = load_model(run)  # a finished run folder stands for its selected checkpoint
+    assert meta["source"] == str(run / summary["selected"]) and model.config.adapter.ratio == 0.125
 
 
 def test_ddp_two_processes_match_one_process(tmp_path):
