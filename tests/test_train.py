@@ -97,7 +97,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     extra = ["epochs=3", "batch_size=2", "seed=5"]
-    data = "synthav:seed=1,n=24"
+    data = "synthav:seed=1,n=48"
     full = subprocess.run([sys.executable, *_train_cmd(tmp_path / "full", data, extra)], env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
@@ -108,7 +108,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if (run / "metrics.csv").exists() and len((run / "metrics.csv").read_text().splitlines()) >= 2:
-            time.sleep(0.3)  # into epoch 2
+            time.sleep(0.1)  # into epoch 2 (about a second long)
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"
