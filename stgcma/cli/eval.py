@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         model, meta = load_model(args.checkpoint, task=args.task, device=args.device)
         extra = {}
-        if args.task == "avqa" and not args.data.startswith("synthav:"):
+        if args.task == "avqa":  # questions are encoded with the checkpoint's own vocabulary
             extra["question_vocab"] = Vocab(meta["question_vocab"][2:], meta.get("question_max_len", 14))
         dataset = build_dataset(args.data, args.task, args.split, model.config.preprocess, **extra)
         if list(dataset.class_names) != list(meta.get("class_names", dataset.class_names)):

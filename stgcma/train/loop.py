@@ -62,14 +62,10 @@ def build_datasets(cfg: TrainConfig, preprocess) -> tuple[Any, Any]:
     from stgcma.data.spec import build_dataset
 
     train = build_dataset(cfg.data, cfg.task, "train", preprocess)
-    extra = {"question_vocab": train.question_vocab} if cfg.task == "avqa" and _accepts_vocab(cfg) else {}
+    # AVQA validation questions are encoded with the TRAINING vocabulary, as at inference.
+    extra = {"question_vocab": train.question_vocab} if cfg.task == "avqa" else {}
     val = build_dataset(cfg.val_data or cfg.data, cfg.task, cfg.val_split, preprocess, **extra)
     return train, val
-
-
-def _accepts_vocab(cfg: TrainConfig) -> bool:
-    """Real MUSIC-AVQA folders build the question vocabulary from TRAIN questions; SynthAV has a fixed one."""
-    return not str(cfg.val_data or cfg.data).startswith("synthav:")
 
 
 def dataset_meta(dataset: Any) -> dict[str, Any]:
