@@ -318,7 +318,9 @@ class AVQAHead(TaskHead):
     (tanh -> Linear(2H, H)), multiplied with q, tanh, and classified into ``answers``.
 
     ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers) and
-    ``match_logits`` (B*T, 2), the audio-visual matching logits of these (positive) pairs.
+    ``match_logits`` (B*T, 2), the audio-visual matching logits of these (positive) pairs. A
+    (B, Q, L) question tensor asks Q questions per clip on one pass of the encoder: ``logits``
+    (B, Q, answers).
 
     Matching loss (AVST, weight 0.5), in a trainer::
 
@@ -376,8 +378,8 @@ class AVQAHead(TaskHead):
         if question is None:
             raise ValueError("the AVQA head needs question=LongTensor (B, L) of token ids (0 = padding), "
                              "e.g. model(video, audio, question=question)")
-        if question.ndim != 2 or question.shape[0] != batch or question.is_floating_point():
-            raise ValueError(f"question must be an integer tensor (B={batch}, L); "
+        if question.ndim not in (2, 3) or question.shape[0] != batch or question.is_floating_point():
+            raise ValueError(f"question must be an integer tensor (B={batch}, L) or (B={batch}, Q, L); "
                              f"got {question.dtype} {tuple(question.shape)}")
         if question.numel() and (question.min() < 0 or question.max() >= self.vocab_size):
             raise ValueError(f"question token ids must lie in [0, {self.vocab_size}) (head.avqa_vocab_size)")
@@ -385,12 +387,21 @@ class AVQAHead(TaskHead):
 
     def forward(self, feats: dict[str, Any], encoder: nn.Module,
                 question: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        q = self.question_encoder(self._check_question(question, feats["batch"]))  # (B, H)
+        """``question`` (B, L) -> ``logits`` (B, answers); (B, Q, L), Q questions per clip sharing the
+        clip's features -> ``logits`` (B, Q, answers)."""
+        question = self._check_question(question, feats["batch"])
+        per_clip = question.shape[1] if question.ndim == 3 else 0
+        q = self.question_encoder(question.flatten(0, 1) if per_clip else question)  # (B*Q, H) or (B, H)
         audio, visual = self.ground(feats, encoder)  # (B, T, H) each
-        a, v = self.attend_audio(q, audio), self.attend_visual(q, visual)  # (B, H) each
-        fused = self.fusion(torch.tanh(torch.cat([a, v], dim=-1)))  # (B, H)
-        logits = self.classifier(torch.tanh(fused * q))  # (B, answers)
-        return {"logits": logits, "match_logits": self._match(audio, visual)}
+        match_logits = self._match(audio, visual)
+        if per_clip:
+            audio, visual = audio.repeat_interleave(per_clip, 0), visual.repeat_interleave(per_clip, 0)  # (B*Q, T, H)
+        a, v = self.attend_audio(q, audio), self.attend_visual(q, visual)  # (B*Q, H) each
+        fused = self.fusion(torch.tanh(torch.cat([a, v], dim=-1)))  # (B*Q, H)
+        logits = self.classifier(torch.tanh(fused * q))  # (B*Q, answers)
+        if per_clip:
+            logits = logits.unflatten(0, (-1, per_clip))  # (B, Q, answers)
+        return {"logits": logits, "match_logits": match_logits}
 
 
 def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:

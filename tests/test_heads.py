@@ -120,6 +120,20 @@ def test_avqa_padding_does_not_change_the_answer(name):
     torch.testing.assert_close(out["match_logits"], model.head.matching_logits(feats, model.encoder))
 
 
+@pytest.mark.parametrize("name", TOYS)
+def test_avqa_several_questions_per_clip_equal_one_at_a_time(name):
+    model = _model(name, "avqa").eval()
+    video, audio = random_inputs(model.config)
+    questions = torch.stack([_question(), _question().flip(0), _question().roll(1, dims=1)], dim=1)  # (B=2, Q=3, L)
+    with torch.no_grad():
+        feats = model.forward_features(video, audio)
+        out = model.forward_head(feats, question=questions)
+        single = [model.forward_head(feats, question=questions[:, k])["logits"] for k in range(3)]
+    assert out["logits"].shape == (2, 3, 42)
+    torch.testing.assert_close(out["logits"], torch.stack(single, dim=1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["match_logits"], model.head.matching_logits(feats, model.encoder))
+
+
 def test_avqa_question_is_required_and_checked():
     model = _model("vit-test", "avqa")
     video, audio = random_inputs(model.config)
@@ -129,6 +143,8 @@ def test_avqa_question_is_required_and_checked():
         model(video, audio, question=torch.rand(2, 6))
     with pytest.raises(ValueError, match="avqa_vocab_size"):
         model(video, audio, question=torch.full((2, 6), 100))
+    with pytest.raises(ValueError, match=r"\(B=2, Q, L\)"):
+        model(video, audio, question=torch.ones(2, 3, 4, 5, dtype=torch.long))
 
 
 @pytest.mark.parametrize("name", TOYS)

@@ -16,10 +16,18 @@ from stgcma.cli import main as cli_main
 from stgcma.config import PreprocessConfig
 from stgcma.data.spec import build_dataset
 from stgcma.data.synthav.audio import class_template, render_audio
+from stgcma.data.synthav.bounds import ave_oracle, event_posterior, measure_ave_ceiling
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.dataset import SynthAV
 from stgcma.data.synthav.folder import SynthAVFolder, write_synthav
-from stgcma.data.synthav.questions import QTYPES, TEMPLATES, blind_baseline, question_vocabulary
+from stgcma.data.synthav.questions import (
+    QTYPES,
+    TEMPLATES,
+    Facts,
+    blind_baseline,
+    question_vocabulary,
+    scene_questions,
+)
 from stgcma.data.synthav.render import object_mask, render_frames, render_masks, segment_times
 from stgcma.data.synthav.scene import SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
@@ -181,6 +189,59 @@ def test_dataset_items_for_each_task() -> None:
     assert avqa.num_classes == len(avqa.answer_vocab)
     batch = torch.utils.data.default_collate([avqa[0], avqa[1]])
     assert batch["video"].shape == (2, 10, 3, 48, 48) and len(batch["qtype"]) == 2
+
+
+def test_scene_questions_are_true_of_the_scene_and_spread_over_answers(clips: list) -> None:
+    names = list(class_names(CFG.num_classes))
+    by_text = {t.text: t for t in TEMPLATES}
+    answers: dict[str, Counter] = defaultdict(Counter)
+    for i, clip in enumerate(clips[:150]):
+        qs = scene_questions(np.random.default_rng(i), clip.scene, names, 6)
+        assert len(qs) == 6
+        facts = Facts(clip.scene, names)
+        for q in qs:
+            template = by_text[q.template]
+            assert (q.values, q.answer) in template.candidates(facts) and q.qtype == template.qtype
+            answers[template.answers][q.answer] += 1
+    assert len({q.qtype for clip in clips[:20] for q in scene_questions(np.random.default_rng(0), clip.scene,
+                                                                         names, 9)}) >= 7
+    yes = answers["yesno"]["yes"] / sum(answers["yesno"].values())
+    assert 0.35 < yes < 0.65
+
+
+def test_several_questions_per_clip_start_with_the_clips_own() -> None:
+    avqa = SynthAV(0, 4, "avqa", PRE, questions=5, negatives=False)
+    item, own = avqa[2], avqa.clip(2).question
+    assert item["question"].shape == (5, 14) and item["answer"].shape == (5,) and len(item["qtype"]) == 5
+    assert torch.equal(item["question"][0], avqa.question_vocab.encode(own.text))
+    assert avqa.answer_vocab[int(item["answer"][0])] == own.answer and item["qtype"][0] == own.qtype
+    assert torch.equal(avqa[2]["question"], item["question"])  # deterministic
+    spec = build_dataset("synthav:seed=0,n=4,questions=5,negatives=0", "avqa", "train", PRE)
+    assert torch.equal(spec[2]["answer"], item["answer"])
+    with pytest.raises(ValueError, match="AVQA option"):
+        SynthAV(0, 4, "ave", PRE, questions=3)
+    with pytest.raises(ValueError, match="questions must be >= 1"):
+        SynthAV(0, 4, "avqa", PRE, questions=0)
+
+
+def test_ave_oracle_is_right_when_the_event_is_unambiguous(clips: list) -> None:
+    for clip in clips:
+        scene = clip.scene
+        post = event_posterior(scene, CFG)
+        assert post.shape == (len(scene.objects),) and abs(post.sum() - 1) < 1e-9
+        others_sound = any(any(o.sounding) for o in scene.objects if o.cls != scene.event_class)
+        if not others_sound:
+            assert ave_oracle(scene, CFG) == scene.ave_labels()
+    ceiling = measure_ave_ceiling(300, seed=0, split="train")
+    assert 0.7 < ceiling < 0.95  # ambiguity is real but bounded
+    assert measure_ave_ceiling(50, seed=0, cfg=SynthConfig(mode="s4")) == 1.0
+
+
+def test_cli_bounds_prints_ceiling_and_baselines(capsys: pytest.CaptureFixture) -> None:
+    assert cli_main(["bounds", "--seed", "5", "--n", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "synthav:seed=5,n=40" in out and "ceiling" in out and "overall" in out
+    assert cli_main(["bounds", "--n", "0"]) == 2
 
 
 def test_write_and_read_back_folder(tmp_path: Path) -> None:

@@ -77,6 +77,34 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
     assert meta["source"] == str(run / summary["selected"]) and model.config.adapter.ratio == 0.125
 
 
+def test_avqa_trains_on_several_questions_per_clip_and_validates_on_one(tmp_path):
+    from stgcma.data.spec import build_dataset
+    from stgcma.model import create_model
+    from stgcma.train.loop import _collate
+    from stgcma.train.tasks import Evaluator, TaskLoss
+
+    cfg = TrainConfig(task="avqa", preset="vit-test", data="synthav:seed=0,n=8,questions=3",
+                      val_data="synthav:seed=0,n=4", out=str(tmp_path / "run"), epochs=1, batch_size=4)
+    fit(cfg, [], progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["val_select"]) <= 1.0
+
+    model = create_model("vit-test", ["head.task=avqa", "head.dropout=0.0", "adapter.drop_path=0.0"]).eval()
+    data = build_dataset("synthav:seed=0,n=2,questions=3,negatives=0", "avqa", "train", model.config.preprocess)
+    batch = _collate("avqa")([data[0], data[1]])
+    with torch.no_grad():
+        loss, logits = TaskLoss(model, "avqa", match_weight=0.0)(batch)
+        single = [model(batch["video"], batch["audio"], question=batch["question"][:, k])["logits"] for k in range(3)]
+    assert logits.shape == (2, 3, 42)
+    per_question = [torch.nn.functional.cross_entropy(single[k], batch["answer"][:, k]) for k in range(3)]
+    torch.testing.assert_close(loss, torch.stack(per_question).mean(), atol=1e-5, rtol=1e-5)
+    ev = Evaluator("avqa")
+    ev.update(logits, batch)
+    metrics = ev.compute()
+    hits = (logits.argmax(-1) == batch["answer"]).float().mean()
+    assert metrics["accuracy"] == pytest.approx(float(hits))
+
+
 def test_ddp_two_processes_match_one_process(tmp_path):
     single = subprocess.run([sys.executable, *_train_cmd(tmp_path / "one", extra=["epochs=2", "batch_size=4"])],
                             env=_env(), capture_output=True, text=True, timeout=300)

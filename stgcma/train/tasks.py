@@ -61,7 +61,7 @@ class TaskLoss(nn.Module):
             if self.dice_weight:
                 loss = loss + self.dice_weight * soft_dice_loss(mask_logits, batch["mask"], batch["mask_valid"])
         else:
-            loss = F.cross_entropy(logits.float(), batch["answer"])
+            loss = F.cross_entropy(logits.flatten(0, -2).float(), batch["answer"].flatten())  # Q per clip or one
             if self.match_weight and "video_neg" in batch:
                 loss = loss + self.match_weight * self._matching_loss(batch, out)
         return loss, logits
@@ -102,7 +102,8 @@ class Evaluator:
         elif self.task == "avs":
             self.avs.update(logits.squeeze(2).float().cpu(), batch["mask"].cpu(), batch["mask_valid"].cpu())
         else:
-            self.avqa.update(logits.argmax(-1).cpu(), batch["answer"].cpu(), list(batch["qtype"]))
+            qtypes = [q for item in batch["qtype"] for q in ([item] if isinstance(item, str) else item)]
+            self.avqa.update(logits.argmax(-1).flatten().cpu(), batch["answer"].flatten().cpu(), qtypes)
 
     def compute(self) -> dict[str, float]:
         if self.task == "ave":

@@ -15,7 +15,7 @@ from stgcma.config import PreprocessConfig
 from stgcma.data.base import AVS_CLASS_NAMES, AVDataset, check_task
 from stgcma.data.synthav.audio import render_audio
 from stgcma.data.synthav.clip import Clip, answers, clip_rng, make_clip, split_id
-from stgcma.data.synthav.questions import QTYPES, question_vocabulary
+from stgcma.data.synthav.questions import QTYPES, Question, question_vocabulary, scene_questions
 from stgcma.data.synthav.render import render_frames, render_masks, segment_times
 from stgcma.data.synthav.scene import Mode, SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
@@ -39,17 +39,27 @@ class SynthAV(AVDataset):
         negatives: add ``video_neg`` (frames of another clip) to AVQA items.
         question_vocab: vocabulary to encode questions with (e.g. a checkpoint's); default: every
             word SynthAV questions can contain.
+        questions: AVQA questions per clip. 1 (default): the clip's own answer-balanced question,
+            item ``question`` (L,), ``answer`` scalar, ``qtype`` str. Q > 1: that question then Q - 1
+            more about the same scene (:func:`scene_questions`), stacked: ``question`` (Q, L),
+            ``answer`` (Q,), ``qtype`` list of Q str; one encoder pass then serves Q questions.
         **world: further :class:`SynthConfig` fields (``distractor_prob``, ``max_objects``...).
     """
 
     def __init__(self, seed: int = 0, n: int = 1000, task: str = "ave",
                  preprocess: PreprocessConfig | None = None, mode: Mode = "ms3", split: str = "train",
                  segments: int | None = None, classes: int = 8, size: int | None = None,
-                 negatives: bool = True, question_vocab: Vocab | None = None, **world: float | int) -> None:
+                 negatives: bool = True, question_vocab: Vocab | None = None, questions: int = 1,
+                 **world: float | int) -> None:
         self.task = check_task(task)
         split_id(split)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if questions < 1:
+            raise ValueError(f"questions must be >= 1, got {questions}")
+        if questions > 1 and self.task != "avqa":
+            raise ValueError(f"questions={questions} is an AVQA option; task is {self.task!r}")
+        self.questions_per_clip = int(questions)
         self.seed, self.n, self.split = int(seed), int(n), split
         self.preprocess = preprocess or PreprocessConfig()
         self.num_segments = int(segments or self.preprocess.num_segments)
@@ -84,6 +94,14 @@ class SynthAV(AVDataset):
         """uint8 (T, size, size, 3): one frame at the centre of each segment."""
         return render_frames(clip.scene, segment_times(self.num_segments), self.size, self.styles)
 
+    def questions(self, clip: Clip) -> list[Question]:
+        """The clip's own question, then ``questions_per_clip - 1`` more about its scene."""
+        extra = self.questions_per_clip - 1
+        if not extra:
+            return [clip.question]
+        rng = clip_rng(self.seed, self.split, clip.index, stream=2)
+        return [clip.question, *scene_questions(rng, clip.scene, self.object_names, extra)]
+
     def negative_index(self, index: int) -> int:
         """Another clip for the matching loss: a different index of this set (or clip ``n`` if n = 1)."""
         if self.n == 1:
@@ -105,10 +123,13 @@ class SynthAV(AVDataset):
             item["mask"] = torch.from_numpy(masks.astype(np.float32))  # (T, S, S)
             item["mask_valid"] = torch.ones(self.num_segments, dtype=torch.bool)
         else:
-            q = clip.question
-            item["question"] = self.question_vocab.encode(q.text)
-            item["answer"] = torch.tensor(self.answer_vocab.index(q.answer), dtype=torch.long)
-            item["qtype"] = q.qtype
+            qs = self.questions(clip)
+            question = torch.stack([self.question_vocab.encode(q.text) for q in qs])  # (Q, L)
+            answer = torch.tensor([self.answer_vocab.index(q.answer) for q in qs], dtype=torch.long)  # (Q,)
+            if len(qs) == 1:
+                item.update(question=question[0], answer=answer[0], qtype=qs[0].qtype)
+            else:
+                item.update(question=question, answer=answer, qtype=[q.qtype for q in qs])
             if self.negatives:
                 neg = make_clip(self.seed, self.negative_index(index), self.config, self.split)
                 item["video_neg"] = frames_to_tensor(self.frames(neg), cfg)  # (T, 3, S, S)

@@ -427,6 +427,34 @@ def sample_scene_and_question(rng: np.random.Generator, cfg: SynthConfig,
     raise RuntimeError("no SynthAV template could be filled")  # V3 always has candidates
 
 
+def scene_questions(rng: np.random.Generator, scene: Scene, names: list[str], k: int) -> list[Question]:
+    """``k`` more questions about a scene already drawn (training supervision; MUSIC-AVQA has about
+    five questions per video).
+
+    Per question: a type (uniform), one of its templates that the scene can fill, then an answer
+    uniform over the answers THIS scene admits for that template, then a filling with that answer.
+    Answers are as balanced as the scene allows, not as balanced as the clip's own question (whose
+    scene was drawn to fit a target answer).
+    """
+    facts = Facts(scene, names)
+    fillable: dict[str, list[tuple[Template, dict[str, Candidates]]]] = defaultdict(list)
+    for template in TEMPLATES:
+        support = set(template.answer_set(names))
+        by_answer: dict[str, Candidates] = defaultdict(list)
+        for values, answer in template.candidates(facts):
+            if answer in support:
+                by_answer[answer].append((values, answer))
+        if by_answer:
+            fillable[template.qtype].append((template, dict(by_answer)))
+    qtypes = [q for q in QTYPES if fillable[q]]
+    out = []
+    for _ in range(k):
+        template, by_answer = _pick(rng, fillable[_pick(rng, qtypes)])
+        values, answer = _pick(rng, by_answer[_pick(rng, sorted(by_answer))])
+        out.append(Question(template.qtype, template.text, values, answer))
+    return out
+
+
 def blind_baseline(questions: Iterable[Question], fit: Iterable[Question] | None = None
                    ) -> dict[str, dict[str, float]]:
     """Accuracy of answering without the clip: the majority answer per type, per (type, template),

@@ -180,6 +180,25 @@ def _sounding(rng: np.random.Generator, cfg: SynthConfig, is_event: bool) -> tup
     return _interval(rng, T)
 
 
+def _interval_probability(pattern: tuple[bool, ...], min_len: int) -> float:
+    """Probability that :func:`_interval` with ``min_len`` draws exactly ``pattern``."""
+    T = len(pattern)
+    on = [t for t, flag in enumerate(pattern) if flag]
+    if len(on) < min_len or on != list(range(on[0], on[0] + len(on))):
+        return 0.0
+    return 1.0 / (T - min_len + 1) / (T - len(on) + 1)
+
+
+def sounding_likelihood(pattern: tuple[bool, ...], is_event: bool, cfg: SynthConfig) -> float:
+    """P(an object's per-second sounding pattern | it is / is not the event object): the prior that
+    :func:`_sounding` samples from (ms3 mode)."""
+    if is_event:
+        full = cfg.full_event_prob if all(pattern) else 0.0
+        return full + (1 - cfg.full_event_prob) * _interval_probability(pattern, 2)
+    silent = cfg.silent_prob if not any(pattern) else 0.0
+    return silent + (1 - cfg.silent_prob) * _interval_probability(pattern, 1)
+
+
 def _muted_colour(rng: np.random.Generator) -> tuple[float, float, float]:
     rgb = rng.uniform(30, 210, size=3)
     grey = rgb.mean()
