@@ -16,7 +16,13 @@ from stgcma.cli import main as cli_main
 from stgcma.config import PreprocessConfig
 from stgcma.data.spec import build_dataset
 from stgcma.data.synthav.audio import class_template, render_audio
-from stgcma.data.synthav.bounds import ave_oracle, event_posterior, measure_ave_ceiling
+from stgcma.data.synthav.bounds import (
+    ave_oracle,
+    avs_oracle_masks,
+    event_posterior,
+    measure_ave_ceiling,
+    measure_avs_ceiling,
+)
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.dataset import SynthAV
 from stgcma.data.synthav.folder import SynthAVFolder, write_synthav
@@ -235,6 +241,24 @@ def test_ave_oracle_is_right_when_the_event_is_unambiguous(clips: list) -> None:
     ceiling = measure_ave_ceiling(300, seed=0, split="train")
     assert 0.7 < ceiling < 0.95  # ambiguity is real but bounded
     assert measure_ave_ceiling(50, seed=0, cfg=SynthConfig(mode="s4")) == 1.0
+
+
+def test_avs_oracle_is_exact_unless_two_objects_share_the_sounding_class() -> None:
+    cfg = SynthConfig(num_segments=5, mode="s4")
+    times = segment_times(5)
+    exact = shared = 0
+    for i in range(60):
+        scene = make_clip(0, i, cfg).scene
+        oracle, truth = avs_oracle_masks(scene, times, 48), render_masks(scene, times, 48)
+        if [o.cls for o in scene.objects].count(scene.event_class) == 1:
+            assert np.array_equal(oracle, truth)
+            exact += 1
+        else:
+            assert (oracle >= truth).all() and oracle.sum() > truth.sum()
+            shared += 1
+    assert exact and shared
+    ceiling = measure_avs_ceiling(60, seed=0, size=48, split="train")
+    assert 0.8 < ceiling["miou"] < 1.0
 
 
 def test_cli_bounds_prints_ceiling_and_baselines(capsys: pytest.CaptureFixture) -> None:

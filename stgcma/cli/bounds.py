@@ -1,8 +1,9 @@
 """``python -m stgcma bounds``: the floors and ceilings a SynthAV test set puts around any model.
 
-AVE: the segment accuracy of a perfect-perception Bayes oracle (:mod:`stgcma.data.synthav.bounds`),
-an upper bound; AVQA: the blind baselines (majority answer per type / template / question), lower
-bounds that a model must beat to show it looked at the clip.
+Ceilings (:mod:`stgcma.data.synthav.bounds`): AVE segment accuracy of a perfect-perception Bayes
+oracle; AVS S4 mIoU / F of an oracle that knows the sounding class. Floors: the AVQA blind baselines
+(majority answer per type / template / question), which a model must beat to show it used the clip.
+The test sets are those of ``eval --data synthav:seed=S,n=N`` (AVS: ``,mode=s4``, five segments).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from stgcma.cli import UserError
-from stgcma.data.synthav.bounds import measure_ave_ceiling
+from stgcma.data.synthav.bounds import measure_ave_ceiling, measure_avs_ceiling
 from stgcma.data.synthav.clip import format_baseline, measure_blind_baseline
 from stgcma.data.synthav.scene import SynthConfig
 
@@ -19,17 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=300, help="world seed of the test set (default 300)")
     parser.add_argument("--n", type=int, default=200, help="number of test clips (default 200)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test", help="split (default test)")
-    parser.add_argument("--mode", choices=("ms3", "s4"), default="ms3", help="SynthAV mode (default ms3)")
+    parser.add_argument("--size", type=int, default=112, help="AVS mask side in pixels (default 112)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
-    cfg = SynthConfig(mode=args.mode)
-    spec = f"synthav:seed={args.seed},n={args.n}" + (",mode=s4" if args.mode == "s4" else "")
-    ceiling = measure_ave_ceiling(args.n, args.seed, cfg, args.split)
-    print(f"{spec} ({args.split})")
-    print(f"AVE segment accuracy of a perfect-perception Bayes oracle (ceiling): {100 * ceiling:.1f}%")
-    print("AVQA blind baselines (majority answers counted on the next seed), accuracy in %:")
-    print(format_baseline(measure_blind_baseline(args.n, args.seed, cfg, args.split)))
+    if args.size < 16:
+        raise UserError(f"--size must be at least 16, got {args.size}")
+    spec = f"synthav:seed={args.seed},n={args.n}"
+    ave = measure_ave_ceiling(args.n, args.seed, SynthConfig(), args.split)
+    avs = measure_avs_ceiling(args.n, args.seed, size=args.size, split=args.split)
+    print(f"{spec} ({args.split} split)")
+    print(f"AVE  ceiling, perfect-perception Bayes oracle: segment accuracy {100 * ave:.1f}%")
+    print(f"AVS  ceiling, sounding-class oracle ({spec},mode=s4, 5 segments, {args.size} px): "
+          f"mIoU {avs['miou']:.3f}, F {avs['fscore']:.3f}")
+    print("AVQA floors, blind baselines (majority answers counted on the next seed), accuracy in %:")
+    print(format_baseline(measure_blind_baseline(args.n, args.seed, SynthConfig(), args.split)))
     return 0

@@ -1,4 +1,4 @@
-"""What a perfect model could score on SynthAV: the AVE ceiling under perfect perception.
+"""What a perfect model could score on SynthAV: AVE and AVS ceilings under perfect perception.
 
 An AVE clip has ONE event class, but other objects may also be seen and heard at the same time
 (that is what makes the world audio-visual rather than "which object is sounding"). Which of them is
@@ -7,14 +7,23 @@ or an interval of at least two seconds, the others stay silent (p = 0.35) or sou
 least one second. :func:`ave_oracle` knows every object's sounding pattern exactly (on screen or
 not) and takes the Bayes decision per second from that prior, so its accuracy bounds every model's.
 In s4 mode only the event object sounds and the bound is 1.
+
+AVS (s4): the sound names a CLASS, and two objects of one class may share a frame while only one of
+them sounds; nothing in the picture says which. :func:`avs_oracle_masks` knows the sounding class
+and masks every visible object of it, exact masks otherwise; its mIoU is the ceiling reported (it
+loses only on those duplicate frames).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from stgcma.data.synthav.clip import make_clip
+from stgcma.data.synthav.render import object_mask, render_masks, segment_times
 from stgcma.data.synthav.scene import Scene, SynthConfig, sounding_likelihood
+from stgcma.data.synthav.styles import class_styles
+from stgcma.metrics import AVSMetrics
 
 
 def event_posterior(scene: Scene, cfg: SynthConfig) -> np.ndarray:
@@ -53,3 +62,30 @@ def measure_ave_ceiling(n: int = 2000, seed: int = 300, cfg: SynthConfig | None 
         hits += int((pred == truth).sum())
         total += truth.size
     return hits / total
+
+
+def avs_oracle_masks(scene: Scene, times: np.ndarray, size: int) -> np.ndarray:
+    """bool (F, size, size): every visible object whose class is heard from an on-screen object."""
+    styles = class_styles(scene.num_classes)
+    masks = np.zeros((len(times), size, size), dtype=bool)
+    for f, t in enumerate(times):
+        seg = min(int(t), scene.num_segments - 1)
+        heard = {scene.objects[i].cls for i in scene.sounding_objects(seg)}
+        for obj in scene.objects:
+            if obj.visible[seg] and obj.cls in heard:
+                masks[f] |= object_mask(scene, obj, float(t), size, styles)
+    return masks
+
+
+def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: int = 112,
+                        split: str = "test") -> dict[str, float]:
+    """mIoU and F-score of :func:`avs_oracle_masks` on ``n`` s4 clips (T = ``segments``, ``size`` px)."""
+    cfg = SynthConfig(num_segments=segments, mode="s4")
+    times = segment_times(segments)
+    metric = AVSMetrics(from_logits=False)
+    for i in range(n):
+        scene = make_clip(seed, i, cfg, split).scene
+        truth = torch.from_numpy(render_masks(scene, times, size))
+        metric.update(torch.from_numpy(avs_oracle_masks(scene, times, size)).float(), truth)
+    result = metric.compute()
+    return {"miou": result["miou"], "fscore": result["fscore"]}

@@ -1,0 +1,32 @@
+"""``build-default`` end to end at a tiny scale: image-only pretraining, the three tasks, the test
+evaluation and quality.json; the written default loads; a partial rebuild keeps the other tasks' numbers."""
+
+import json
+
+import pytest
+
+from stgcma.checkpoint import load_model
+from stgcma.train.default import DefaultRecipe, build_default
+
+pytestmark = pytest.mark.slow
+
+
+def test_scaled_build_writes_a_loadable_default_and_partial_rebuilds_keep_the_rest(tmp_path):
+    out, runs = tmp_path / "default", tmp_path / "runs"
+    recipe = DefaultRecipe().scaled(0.01)
+    build_default(out, runs, recipe=recipe, progress=False)
+    quality = json.loads((out / "quality.json").read_text())
+    assert set(quality["test"]) == {"ave", "avs", "avqa"}
+    assert 0 <= quality["test"]["ave"]["accuracy"] <= 1 and 0 <= quality["test"]["avs"]["miou"] <= 1
+    assert quality["test"]["avqa"]["data"] == "synthav:seed=300,n=8"  # the clips' own questions only
+    assert "CPUs" in quality["machine"] and quality["seconds"]["total"] > 0
+    trained_on = json.loads((runs / "avqa" / "config.json").read_text())["train"]["data"]
+    assert trained_on.endswith(",questions=8")
+    for task in ("ave", "avs", "avqa"):
+        model, _ = load_model(out / task)
+        assert model.config.head.task == task and model.config.backbone.name == "synth-vit"
+
+    build_default(out, runs, recipe=recipe, tasks=("ave",), skip_pretrain=True, progress=False)
+    again = json.loads((out / "quality.json").read_text())
+    assert again["rebuilt"] == ["ave"] and again["test"]["avs"] == quality["test"]["avs"]
+    assert again["test"]["avqa"] == quality["test"]["avqa"]
