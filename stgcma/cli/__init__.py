@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-default": ("build_default", "rebuild the embedded default (assets/default) from scratch"),
     "study": ("study", "STG-CMA vs baselines and its stage ablation on SynthAV (a table)"),
     "bench": ("bench", "speed benchmarks that print ratios"),
-    "bounds": ("bounds", "what any model can score on a SynthAV test set: AVE ceiling, AVQA blind baselines"),
+    "bounds": ("bounds", "what any model can score on a SynthAV test set: AVE and AVS ceilings, AVQA floors"),
 }
 
 
