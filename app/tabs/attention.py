@@ -26,6 +26,17 @@ def task_choices(tasks: list[str]) -> list[tuple[str, str]]:
     return [(names[t], t) for t in tasks if t in names]
 
 
+def frame_and_spectrogram(frame_caption: str, spectrogram_caption: str) -> tuple[gr.Image, gr.Image]:
+    """Side by side, each under its caption: the frame image and the spectrogram image of one second."""
+    images = []
+    with gr.Row():
+        for caption in (frame_caption, spectrogram_caption):
+            with gr.Column():
+                gr.Markdown(caption)
+                images.append(gr.Image(show_label=False, interactive=False, type="numpy", format="png"))
+    return images[0], images[1]
+
+
 class AttentionTab:
     """Pick task, second, block, stage and direction; see the maps."""
 
@@ -47,13 +58,9 @@ class AttentionTab:
                 self.direction = gr.Radio(DIRECTIONS, value=BOTH, label="Direction")
                 self.button = gr.Button("Show attention", variant="primary")
             with gr.Column(scale=3):
-                with gr.Row():
-                    with gr.Column():
-                        gr.Markdown("**Frame**: where the sound looks (audio → video)")
-                        self.frame = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
-                    with gr.Column():
-                        gr.Markdown("**Spectrogram**: where the picture listens (video → audio)")
-                        self.spectrogram = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
+                self.frame, self.spectrogram = frame_and_spectrogram(
+                    "**Frame**: where the sound looks (audio → video)",
+                    "**Spectrogram**: where the picture listens (video → audio)")
                 self.info = gr.HTML()
                 self.status = gr.HTML()
 

@@ -16,7 +16,7 @@ import gradio as gr
 from app.errors import guarded, status_html
 from app.render import heat_on_frame, percent, robust_unit, spectrogram_figure
 from app.state import AppContext, Session
-from app.tabs.attention import task_choices
+from app.tabs.attention import frame_and_spectrogram, task_choices
 
 PROGRESS = gr.Progress()  # Gradio finds progress trackers by their default value
 METHODS = [("Integrated Gradients", "ig"), ("Occlusion", "occlusion")]
@@ -57,13 +57,8 @@ class AttributionTab:
                                        info="fast: IG 8 steps / Occlusion 2×2-token windows; detailed: 32 / 1 token")
                 self.button = gr.Button("Explain", variant="primary")
             with gr.Column(scale=3):
-                with gr.Row():
-                    with gr.Column():
-                        gr.Markdown("**Frame**: pixels the prediction rests on")
-                        self.frame = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
-                    with gr.Column():
-                        gr.Markdown("**Spectrogram**: time-frequency bins it rests on")
-                        self.spectrogram = gr.Image(show_label=False, interactive=False, type="numpy", format="png")
+                self.frame, self.spectrogram = frame_and_spectrogram(
+                    "**Frame**: pixels the prediction rests on", "**Spectrogram**: time-frequency bins it rests on")
                 with gr.Row():
                     self.share = gr.Label(label="Share of the evidence", num_top_classes=2)
                     self.info = gr.HTML()
