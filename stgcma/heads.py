@@ -390,17 +390,17 @@ class AVQAHead(TaskHead):
         """``question`` (B, L) -> ``logits`` (B, answers); (B, Q, L), Q questions per clip sharing the
         clip's features -> ``logits`` (B, Q, answers)."""
         question = self._check_question(question, feats["batch"])
-        per_clip = question.shape[1] if question.ndim == 3 else 0
-        q = self.question_encoder(question.flatten(0, 1) if per_clip else question)  # (B*Q, H) or (B, H)
+        asked = question if question.ndim == 3 else question[:, None]  # (B, Q, L)
+        per_clip = asked.shape[1]
+        q = self.question_encoder(asked.flatten(0, 1))  # (B*Q, H)
         audio, visual = self.ground(feats, encoder)  # (B, T, H) each
         match_logits = self._match(audio, visual)
-        if per_clip:
-            audio, visual = audio.repeat_interleave(per_clip, 0), visual.repeat_interleave(per_clip, 0)  # (B*Q, T, H)
+        audio, visual = audio.repeat_interleave(per_clip, 0), visual.repeat_interleave(per_clip, 0)  # (B*Q, T, H)
         a, v = self.attend_audio(q, audio), self.attend_visual(q, visual)  # (B*Q, H) each
         fused = self.fusion(torch.tanh(torch.cat([a, v], dim=-1)))  # (B*Q, H)
-        logits = self.classifier(torch.tanh(fused * q))  # (B*Q, answers)
-        if per_clip:
-            logits = logits.unflatten(0, (-1, per_clip))  # (B, Q, answers)
+        logits = self.classifier(torch.tanh(fused * q)).unflatten(0, (-1, per_clip))  # (B, Q, answers)
+        if question.ndim == 2:
+            logits = logits[:, 0]  # (B, answers)
         return {"logits": logits, "match_logits": match_logits}
 
 

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from stgcma.checkpoint import CONFIG_NAME, DEFAULT_DIR, atomic_write_bytes, load_model
 from stgcma.config import load_preset
 from stgcma.train.config import TrainConfig
@@ -88,8 +90,6 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
     recipe = recipe or DefaultRecipe()
     out, runs = Path(out), Path(runs)
     backbone = out / "backbone" / "model.safetensors"
-    import torch
-
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads")
     if device.startswith("cuda") and torch.cuda.is_available():

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from stgcma.data.synthav.clip import make_clip
-from stgcma.data.synthav.render import object_mask, render_masks, segment_times
+from stgcma.data.synthav.render import render_masks, segment_times
 from stgcma.data.synthav.scene import Scene, SynthConfig, sounding_likelihood
-from stgcma.data.synthav.styles import class_styles
+from stgcma.data.synthav.styles import ClassStyle, class_styles
 from stgcma.metrics import AVSMetrics
 
 
@@ -64,17 +64,16 @@ def measure_ave_ceiling(n: int = 2000, seed: int = 300, cfg: SynthConfig | None 
     return hits / total
 
 
-def avs_oracle_masks(scene: Scene, times: np.ndarray, size: int) -> np.ndarray:
-    """bool (F, size, size): every visible object whose class is heard from an on-screen object."""
-    styles = class_styles(scene.num_classes)
-    masks = np.zeros((len(times), size, size), dtype=bool)
-    for f, t in enumerate(times):
-        seg = min(int(t), scene.num_segments - 1)
-        heard = {scene.objects[i].cls for i in scene.sounding_objects(seg)}
-        for obj in scene.objects:
-            if obj.visible[seg] and obj.cls in heard:
-                masks[f] |= object_mask(scene, obj, float(t), size, styles)
-    return masks
+def sounding_class_objects(scene: Scene, segment: int) -> list[int]:
+    """Indices of the visible objects whose class is heard from an on-screen object in ``segment``."""
+    heard = {scene.objects[i].cls for i in scene.sounding_objects(segment)}
+    return [i for i, o in enumerate(scene.objects) if o.visible[segment] and o.cls in heard]
+
+
+def avs_oracle_masks(scene: Scene, times: np.ndarray, size: int,
+                     styles: list[ClassStyle] | None = None) -> np.ndarray:
+    """bool (F, size, size): the masks of :func:`sounding_class_objects`."""
+    return render_masks(scene, times, size, styles, objects=sounding_class_objects)
 
 
 def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: int = 112,
@@ -82,10 +81,11 @@ def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: 
     """mIoU and F-score of :func:`avs_oracle_masks` on ``n`` s4 clips (T = ``segments``, ``size`` px)."""
     cfg = SynthConfig(num_segments=segments, mode="s4")
     times = segment_times(segments)
+    styles = class_styles(cfg.num_classes)
     metric = AVSMetrics(from_logits=False)
     for i in range(n):
         scene = make_clip(seed, i, cfg, split).scene
-        truth = torch.from_numpy(render_masks(scene, times, size))
-        metric.update(torch.from_numpy(avs_oracle_masks(scene, times, size)).float(), truth)
+        truth = torch.from_numpy(render_masks(scene, times, size, styles))
+        metric.update(torch.from_numpy(avs_oracle_masks(scene, times, size, styles)).float(), truth)
     result = metric.compute()
     return {"miou": result["miou"], "fscore": result["fscore"]}

@@ -9,6 +9,8 @@ Geometry is in fractions of the frame side, so a scene renders the same at any r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from stgcma.data.synthav.scene import Background, Scene, SceneObject
@@ -172,17 +174,21 @@ def object_mask(scene: Scene, obj: SceneObject, t: float, size: int,
     return mask
 
 
-def render_masks(scene: Scene, times: np.ndarray, size: int,
-                 styles: list[ClassStyle] | None = None) -> np.ndarray:
+def render_masks(scene: Scene, times: np.ndarray, size: int, styles: list[ClassStyle] | None = None,
+                 objects: Callable[[Scene, int], list[int]] | None = None) -> np.ndarray:
     """AVS ground truth: union of the masks of the objects visible AND sounding at each time.
+
+    Args:
+        objects: which objects to paint in segment ``t`` (indices); default ``Scene.sounding_objects``.
 
     Returns:
         bool (F, S, S).
     """
     styles = styles or class_styles(scene.num_classes)
+    pick = objects or Scene.sounding_objects
     masks = np.zeros((len(times), size, size), dtype=bool)
     for f, t in enumerate(times):
         seg = _segment(t, scene.num_segments)
-        for i in scene.sounding_objects(seg):
+        for i in pick(scene, seg):
             masks[f] |= object_mask(scene, scene.objects[i], float(t), size, styles)
     return masks
