@@ -102,3 +102,36 @@ def bench_decode_vs_model(preset: str | None = None, repeats: int = 3) -> dict[s
     times["segments"] = float(inputs.num_segments)
     times["ratio_decode_vs_forward"] = times["decode_to_inputs"] / times["model_forward"]
     return times
+
+
+def bench_synth(world: str = "music", size: int = 112, repeats: int = 20, segments: int = 10) -> dict:
+    """Time to generate one SynthAV clip (scene, T frames at ``size`` px, masks, audio) on this thread.
+
+    Each repeat draws a NEW clip index (the cost training pays when it draws fresh clips every epoch);
+    the minimum and the median over ``repeats`` clips are reported, after one warm-up clip that loads the
+    world's bank.
+    """
+    import numpy as np
+
+    from stgcma.data.synthav.audio import render_audio
+    from stgcma.data.synthav.clip import make_clip
+    from stgcma.data.synthav.render import render_frames, render_masks, segment_times
+    from stgcma.data.synthav.scene import MUSIC_CLASSES, SynthConfig
+
+    cfg = SynthConfig(num_segments=segments, world=world, num_classes=MUSIC_CLASSES if world == "music" else 8)
+    times = segment_times(segments)
+
+    def one(index: int) -> None:
+        scene = make_clip(0, index, cfg).scene
+        render_frames(scene, times, size)
+        render_masks(scene, times, size)
+        render_audio(scene, cfg.sample_rate)
+
+    one(10**6)
+    seconds = []
+    for index in range(repeats):
+        start = time.perf_counter()
+        one(index)
+        seconds.append(time.perf_counter() - start)
+    return {"world": world, "size": size, "segments": segments, "clips": repeats,
+            "clip_min": float(min(seconds)), "clip_median": float(np.median(seconds))}

@@ -13,7 +13,7 @@ import argparse
 from stgcma.cli import UserError
 from stgcma.data.synthav.bounds import measure_ave_ceiling, measure_avs_ceiling
 from stgcma.data.synthav.clip import format_baseline, measure_blind_baseline
-from stgcma.data.synthav.scene import SynthConfig
+from stgcma.data.synthav.scene import WORLDS, SynthConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=200, help="number of test clips (default 200)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test", help="split (default test)")
     parser.add_argument("--size", type=int, default=112, help="AVS mask side in pixels (default 112)")
+    parser.add_argument("--world", choices=WORLDS, default="shapes", help="SynthAV world (default shapes)")
+    parser.add_argument("--classes", type=int, default=8, help="number of classes K (default 8)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,13 +30,18 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     if args.size < 16:
         raise UserError(f"--size must be at least 16, got {args.size}")
-    spec = f"synthav:seed={args.seed},n={args.n}"
-    ave = measure_ave_ceiling(args.n, args.seed, SynthConfig(), args.split)
-    avs = measure_avs_ceiling(args.n, args.seed, size=args.size, split=args.split)
+    try:
+        cfg = SynthConfig(world=args.world, num_classes=args.classes)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    spec = f"synthav:seed={args.seed},n={args.n},world={args.world},classes={args.classes}"
+    ave = measure_ave_ceiling(args.n, args.seed, cfg, args.split)
+    avs = measure_avs_ceiling(args.n, args.seed, size=args.size, split=args.split, world=args.world,
+                              classes=args.classes)
     print(f"{spec} ({args.split} split)")
-    print(f"AVE  ceiling, perfect-perception Bayes oracle: segment accuracy {100 * ave:.1f}%")
+    print(f"AVE  ceiling, perfect-perception oracle: segment accuracy {100 * ave:.1f}%")
     print(f"AVS  ceiling, sounding-class oracle ({spec},mode=s4, 5 segments, {args.size} px): "
           f"mIoU {avs['miou']:.3f}, F {avs['fscore']:.3f}")
     print("AVQA floors, blind baselines (majority answers counted on the next seed), accuracy in %:")
-    print(format_baseline(measure_blind_baseline(args.n, args.seed, SynthConfig(), args.split)))
+    print(format_baseline(measure_blind_baseline(args.n, args.seed, cfg, args.split)))
     return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from stgcma.cli import UserError
 from stgcma.data.synthav.clip import SPLITS
 from stgcma.data.synthav.folder import META, write_synthav
-from stgcma.data.synthav.scene import SynthConfig
+from stgcma.data.synthav.scene import WORLDS, SynthConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=224, help="frame side in pixels (default 224)")
     parser.add_argument("--fps", type=int, default=12, help="video frame rate (default 12)")
     parser.add_argument("--classes", type=int, default=8, help="number of object classes K (default 8)")
+    parser.add_argument("--world", choices=WORLDS, default="shapes",
+                        help="shapes: coloured shapes and tones; music: OpenMoji pictures and SoundFont notes")
     parser.add_argument("--mode", choices=("ms3", "s4"), default="ms3",
                         help="ms3: several objects may sound; s4: exactly one sounds (default ms3)")
     parser.add_argument("--force", action="store_true", help="overwrite a SynthAV dataset already in --out")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size must be >= 16 and --fps >= 1, got {args.size} and {args.fps}")
     segments = args.segments or (5 if args.task == "avs" else 10)
     try:
-        config = SynthConfig(num_segments=segments, num_classes=args.classes, mode=args.mode)
+        config = SynthConfig(num_segments=segments, num_classes=args.classes, mode=args.mode, world=args.world)
     except ValueError as err:
         raise UserError(str(err)) from None
     tasks = ("ave", "avs", "avqa") if args.task == "all" else (args.task,)

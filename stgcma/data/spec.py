@@ -39,7 +39,7 @@ SYNTHAV_OPTIONS: dict[str, type] = {
     "negatives": bool,
     "questions": int,
     **{f.name: typing.get_type_hints(SynthConfig)[f.name] for f in dataclasses.fields(SynthConfig)
-       if f.name not in ("num_segments", "num_classes", "mode", "sample_rate")},
+       if f.name not in ("num_segments", "num_classes", "mode", "sample_rate", "decidable_event")},
 }
 MODES = ("ms3", "s4")
 

@@ -65,6 +65,9 @@ def gate(sounding: tuple[bool, ...], sample_rate: int) -> np.ndarray:
 
 def render_audio(scene: Scene, sample_rate: int = 16000, styles: list[ClassStyle] | None = None) -> np.ndarray:
     """The clip's mono soundtrack: every sounding source plus noise, float32 (T * sr,) in [-1, 1]."""
+    if scene.world == "music":
+        from stgcma.data.synthav import music
+        return music.render_audio(scene, sample_rate)
     styles = styles or class_styles(scene.num_classes)
     rng = np.random.default_rng(scene.audio_seed)
     total = scene.num_segments * sample_rate

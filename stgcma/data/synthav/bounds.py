@@ -21,7 +21,7 @@ import torch
 
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.render import render_masks, segment_times
-from stgcma.data.synthav.scene import Scene, SynthConfig, sounding_likelihood
+from stgcma.data.synthav.scene import Scene, SynthConfig, audio_visual_seconds, sounding_likelihood
 from stgcma.data.synthav.styles import ClassStyle, class_styles
 from stgcma.metrics import AVSMetrics
 
@@ -29,6 +29,9 @@ from stgcma.metrics import AVSMetrics
 def event_posterior(scene: Scene, cfg: SynthConfig) -> np.ndarray:
     """P(object k is the event object | every object's sounding pattern), shape (n_objects,)."""
     objs = scene.objects
+    if cfg.decidable_event and cfg.mode != "s4":  # the event object is the one seen sounding longest
+        seconds = np.array([audio_visual_seconds(o) for o in objs])
+        return (seconds == seconds.max()).astype(float) / float((seconds == seconds.max()).sum())
     if cfg.mode == "s4":
         return np.array([float(any(o.sounding)) for o in objs]) / max(1, sum(any(o.sounding) for o in objs))
     event = np.array([sounding_likelihood(o.sounding, True, cfg) for o in objs])
@@ -77,9 +80,9 @@ def avs_oracle_masks(scene: Scene, times: np.ndarray, size: int,
 
 
 def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: int = 112,
-                        split: str = "test") -> dict[str, float]:
+                        split: str = "test", world: str = "shapes", classes: int = 8) -> dict[str, float]:
     """mIoU and F-score of :func:`avs_oracle_masks` on ``n`` s4 clips (T = ``segments``, ``size`` px)."""
-    cfg = SynthConfig(num_segments=segments, mode="s4")
+    cfg = SynthConfig(num_segments=segments, mode="s4", world=world, num_classes=classes)
     times = segment_times(segments)
     styles = class_styles(cfg.num_classes)
     metric = AVSMetrics(from_logits=False)

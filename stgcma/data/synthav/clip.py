@@ -19,7 +19,7 @@ from stgcma.data.synthav.questions import (
     sample_scene_and_question,
 )
 from stgcma.data.synthav.scene import Scene, SynthConfig
-from stgcma.data.synthav.styles import class_names
+from stgcma.data.synthav.styles import question_names
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -72,20 +72,20 @@ def clip_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Ge
 
 
 @lru_cache(maxsize=16)
-def _names(num_classes: int) -> tuple[str, ...]:
-    return tuple(class_names(num_classes))
+def _names(num_classes: int, world: str) -> tuple[str, ...]:
+    return tuple(question_names(num_classes, world))
 
 
 def make_clip(seed: int, index: int, cfg: SynthConfig, split: str = "train") -> Clip:
     """Generate clip ``index`` of the (seed, split) world described by ``cfg``."""
-    names = list(_names(cfg.num_classes))
+    names = list(_names(cfg.num_classes, cfg.world))
     scene, question = sample_scene_and_question(clip_rng(seed, split, index), cfg, names)
     return Clip(clip_id(seed, split, index), index, scene, question)
 
 
 def answers(cfg: SynthConfig) -> list[str]:
     """The answer vocabulary of a world with ``cfg.num_classes`` classes."""
-    return answer_vocabulary(list(_names(cfg.num_classes)))
+    return answer_vocabulary(list(_names(cfg.num_classes, cfg.world)))
 
 
 def measure_blind_baseline(n: int = 3000, seed: int = 0, cfg: SynthConfig | None = None,

@@ -18,7 +18,7 @@ from stgcma.data.synthav.clip import Clip, answers, clip_rng, make_clip, split_i
 from stgcma.data.synthav.questions import QTYPES, Question, question_vocabulary, scene_questions
 from stgcma.data.synthav.render import render_frames, render_masks, segment_times
 from stgcma.data.synthav.scene import Mode, SynthConfig
-from stgcma.data.synthav.styles import class_names, class_styles
+from stgcma.data.synthav.styles import class_names, class_styles, question_names
 from stgcma.data.vocab import Vocab
 from stgcma.media.features import frames_to_tensor, segment_fbanks
 
@@ -70,12 +70,12 @@ class SynthAV(AVDataset):
         self.size = int(size or self.preprocess.image_size)
         self.negatives = negatives
         self.styles = class_styles(classes)
-        self.object_names = class_names(classes)
+        self.object_names = question_names(classes, self.config.world)
         self.answer_vocab = answers(self.config)
         self.question_vocab = question_vocab or question_vocabulary(self.object_names)
         self.question_types = list(QTYPES)
         if self.task == "ave":
-            self.class_names = [*self.object_names, "background"]
+            self.class_names = [*class_names(classes, self.config.world), "background"]
         elif self.task == "avs":
             self.class_names = list(AVS_CLASS_NAMES)
         else:

@@ -34,7 +34,7 @@ from stgcma.data.synthav.clip import answers, make_clip
 from stgcma.data.synthav.questions import QTYPES, question_vocabulary
 from stgcma.data.synthav.render import render_frames, render_masks, segment_times, video_times
 from stgcma.data.synthav.scene import SynthConfig
-from stgcma.data.synthav.styles import class_names, class_styles
+from stgcma.data.synthav.styles import class_names, class_styles, question_names
 from stgcma.data.vocab import Vocab
 from stgcma.media.encode import write_video
 
@@ -97,7 +97,8 @@ def write_synthav(out: str | Path, n: int, seed: int = 0, *, split: str = "train
         (out / f"{task}.json").write_text(json.dumps(rows, indent=1))
     meta = {
         "format": FORMAT, "seed": seed, "split": split, "n": n, "size": size, "fps": fps, "tasks": tasks,
-        "config": dataclasses.asdict(cfg), "class_names": class_names(cfg.num_classes),
+        "config": dataclasses.asdict(cfg), "class_names": class_names(cfg.num_classes, cfg.world),
+        "question_names": question_names(cfg.num_classes, cfg.world),
         "answer_vocab": answers(cfg),
     }
     path = out / META
@@ -134,11 +135,12 @@ class SynthAVFolder(AVDataset):
         self.preprocess = preprocess or PreprocessConfig()
         self.num_segments = int(self.meta["config"]["num_segments"])
         self.negatives = negatives
-        self.object_names = list(self.meta["class_names"])
+        display = list(self.meta["class_names"])
+        self.object_names = list(self.meta.get("question_names", display))  # older folders: one name list
         self.answer_vocab = list(self.meta["answer_vocab"])
         self.question_vocab = question_vocab or question_vocabulary(self.object_names)
         self.question_types = list(QTYPES)
-        self.class_names = {"ave": [*self.object_names, "background"], "avs": list(AVS_CLASS_NAMES),
+        self.class_names = {"ave": [*display, "background"], "avs": list(AVS_CLASS_NAMES),
                             "avqa": self.answer_vocab}[task]
         files = [self.root / r["video"] for r in self.rows]
         if task == "avs":

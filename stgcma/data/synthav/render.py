@@ -142,6 +142,9 @@ def render_frames(scene: Scene, times: np.ndarray, size: int,
     Returns:
         uint8 (F, S, S, 3) RGB frames.
     """
+    if scene.world == "music":
+        from stgcma.data.synthav import music
+        return music.render_frames(scene, times, size)
     styles = styles or class_styles(scene.num_classes)
     background = background_image(scene.background, size)
     frames = np.empty((len(times), size, size, 3), dtype=np.float32)
@@ -165,6 +168,9 @@ def render_frames(scene: Scene, times: np.ndarray, size: int,
 def object_mask(scene: Scene, obj: SceneObject, t: float, size: int,
                 styles: list[ClassStyle] | None = None) -> np.ndarray:
     """Pixel mask (bool (S, S)) of one object at time ``t``, ignoring visibility."""
+    if scene.world == "music":
+        from stgcma.data.synthav import music
+        return music.object_mask(obj, t, size)
     styles = styles or class_styles(scene.num_classes)
     mask = np.zeros((size, size), dtype=bool)
     patch = object_patch(obj, styles[obj.cls], float(t), size)
@@ -184,7 +190,8 @@ def render_masks(scene: Scene, times: np.ndarray, size: int, styles: list[ClassS
     Returns:
         bool (F, S, S).
     """
-    styles = styles or class_styles(scene.num_classes)
+    if scene.world != "music":
+        styles = styles or class_styles(scene.num_classes)
     pick = objects or Scene.sounding_objects
     masks = np.zeros((len(times), size, size), dtype=bool)
     for f, t in enumerate(times):

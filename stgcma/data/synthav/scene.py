@@ -13,7 +13,7 @@ in every second, no off-screen sound).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -21,6 +21,8 @@ import numpy as np
 from stgcma.data.synthav.styles import MAX_CLASSES
 
 Mode = Literal["ms3", "s4"]
+WORLDS = ("shapes", "music")
+MUSIC_CLASSES = 14  # classes of the music world's bank (stgcma.data.synthav.music_bank)
 GAINS = (0.25, 0.5, 1.0)
 
 
@@ -38,10 +40,18 @@ class SynthConfig:
     silent_prob: float = 0.35
     full_event_prob: float = 0.4
     sample_rate: int = 16000
+    world: str = "shapes"
+    decidable_event: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.decidable_event is None:  # auto: the music world's labels are decidable, shapes' keep the prior
+            object.__setattr__(self, "decidable_event", self.world == "music")
         if self.mode not in ("ms3", "s4"):
             raise ValueError(f"mode must be 'ms3' or 's4', got {self.mode!r}")
+        if self.world not in WORLDS:
+            raise ValueError(f"world must be one of {list(WORLDS)}, got {self.world!r}")
+        if self.world == "music" and self.num_classes > MUSIC_CLASSES:
+            raise ValueError(f"the music world has {MUSIC_CLASSES} classes, got num_classes={self.num_classes}")
         if not 1 <= self.max_objects <= 3:
             raise ValueError(f"max_objects must be 1, 2 or 3, got {self.max_objects}")
         if self.num_segments < 2:
@@ -123,6 +133,7 @@ class Scene:
     noise_level: float
     audio_seed: int
     mode: Mode = "ms3"
+    world: str = "shapes"
 
     @property
     def sources(self) -> tuple[SceneObject | OffscreenSound, ...]:
@@ -199,6 +210,43 @@ def sounding_likelihood(pattern: tuple[bool, ...], is_event: bool, cfg: SynthCon
     return silent + (1 - cfg.silent_prob) * _interval_probability(pattern, 1)
 
 
+def audio_visual_seconds(obj: SceneObject) -> int:
+    """Seconds in which an object is both visible and sounding."""
+    return sum(v and s for v, s in zip(obj.visible, obj.sounding, strict=True))
+
+
+def _make_event_decidable(rng: np.random.Generator, objects: list[SceneObject], event_slot: int,
+                          T: int) -> list[SceneObject]:
+    """Make the event object the one seen sounding longest, by at least a second (``decidable_event``).
+
+    The event object is redrawn (a few tries, then "sounds whenever visible") until it is seen sounding
+    for two seconds or more; every other object keeps only the first ``E - 1`` of its audio-visual
+    seconds, where ``E`` is the event object's count. A perfect perceiver then tells the event object
+    apart (the most audio-visual seconds) and every AVE label is decidable.
+    """
+    event = objects[event_slot]
+    for _ in range(8):
+        if audio_visual_seconds(event) >= 2:
+            break
+        event = replace(event, sounding=_interval(rng, T, min_len=2))
+    if audio_visual_seconds(event) < 2:
+        event = replace(event, sounding=event.visible)
+    budget = audio_visual_seconds(event) - 1
+    out = []
+    for slot, obj in enumerate(objects):
+        if slot == event_slot:
+            out.append(event)
+            continue
+        kept, count, stopped = [], 0, False  # a prefix of the object's sounding interval
+        for v, snd in zip(obj.visible, obj.sounding, strict=True):
+            keep = snd and not stopped and (not v or count < budget)
+            stopped = stopped or (snd and not keep)
+            count += keep and v
+            kept.append(keep)
+        out.append(replace(obj, sounding=tuple(kept)))
+    return out
+
+
 def _muted_colour(rng: np.random.Generator) -> tuple[float, float, float]:
     rgb = rng.uniform(30, 210, size=3)
     grey = rgb.mean()
@@ -211,7 +259,7 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
     weights = np.array([0.2, 0.4, 0.4][: cfg.max_objects])
     n = int(rng.choice(np.arange(1, cfg.max_objects + 1), p=weights / weights.sum()))
     classes = [int(c) for c in rng.choice(K, size=n, replace=False)]
-    if n >= 2 and rng.random() < cfg.duplicate_prob:
+    if n >= 2 and rng.random() < cfg.duplicate_prob and not (cfg.decidable_event and cfg.mode == "s4"):
         classes[1] = classes[0]
     classes = [classes[i] for i in rng.permutation(n)]
     event_slot = int(rng.integers(n))
@@ -239,6 +287,8 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
             gain=float(rng.choice(GAINS)),
             detune=float(rng.uniform(0.97, 1.03)),
         ))
+    if cfg.decidable_event and cfg.mode != "s4":
+        objects = _make_event_decidable(rng, objects, event_slot, cfg.num_segments)
     distractors = []
     if cfg.mode != "s4" and rng.random() < cfg.distractor_prob:
         unseen = sorted(set(range(K)) - set(classes))
@@ -266,4 +316,5 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
         noise_level=float(rng.uniform(0.003, 0.012)),
         audio_seed=int(rng.integers(2**31)),
         mode=cfg.mode,
+        world=cfg.world,
     )

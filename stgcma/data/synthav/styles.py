@@ -7,6 +7,7 @@ every dataset: class ``k`` of a 8-class world is class ``k`` of a 16-class world
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from math import gcd
 
@@ -81,6 +82,20 @@ def _coprime_stride(n: int) -> int:
     return stride
 
 
-def class_names(num_classes: int) -> list[str]:
-    """Names of the first ``num_classes`` classes, e.g. ``["red_circle", "yellow_square", ...]``."""
+def class_names(num_classes: int, world: str = "shapes") -> list[str]:
+    """Display names of the first ``num_classes`` classes of a world: ``["red_circle", ...]`` (shapes) or
+    AVE-style names such as ``"Violin, fiddle"`` (music)."""
+    if world == "music":
+        from stgcma.data.synthav.music_bank import MUSIC_CLASSES
+        return [c.name for c in MUSIC_CLASSES[:num_classes]]
     return [s.name for s in class_styles(num_classes)]
+
+
+def question_names(num_classes: int, world: str = "shapes") -> list[str]:
+    """The words questions and answers use for the classes: the display names in the shapes world,
+    MUSIC-AVQA-style words such as ``"acoustic_guitar"`` in the music world."""
+    if world == "music":
+        from stgcma.data.synthav.music_bank import MUSIC_CLASSES
+        heads = (c.name.split(",")[0].lower() for c in MUSIC_CLASSES[:num_classes])  # "Violin, fiddle" -> violin
+        return [re.sub(r"[^a-z0-9]+", "_", head).strip("_") for head in heads]
+    return class_names(num_classes)

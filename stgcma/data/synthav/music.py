@@ -1,0 +1,161 @@
+"""The look and sound of the SynthAV "music" world: OpenMoji pictures and SoundFont-rendered notes.
+
+The scene logic (who is where, visible and sounding when, every label) is the shared one of
+:mod:`stgcma.data.synthav.scene`; this module only draws it. An object is its class's sprite (the
+OpenMoji glyph of :mod:`stgcma.data.synthav.music_bank`) scaled to the object's diameter, mirrored
+or not, tilted a little, brightened or darkened by its ``shade``; its AVS mask is exactly where the
+drawn glyph's alpha is at least one half. A sounding source plays one or two notes per second from
+its class's pre-rendered notes, at its scene ``gain``.
+
+Visual attributes never read ``sounding``, as in every SynthAV world.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from stgcma.data.synthav.audio import MASTER_GAIN, gate
+from stgcma.data.synthav.music_bank import MusicBank, load_bank
+from stgcma.data.synthav.render import background_image
+from stgcma.data.synthav.scene import Scene, SceneObject
+
+MAX_TILT_DEG = 12.0
+SPRITE_SCALE = 2.0  # sprite side = SPRITE_SCALE * radius (radius is a fraction of the frame side)
+
+
+@lru_cache(maxsize=1)
+def default_bank() -> MusicBank:
+    """The committed bank in ``assets/synthav_music`` (loaded once per process)."""
+    return load_bank()
+
+
+def _segment(t: float, num_segments: int) -> int:
+    return min(max(int(np.floor(t)), 0), num_segments - 1)
+
+
+def _pose(obj: SceneObject, t: float) -> tuple[bool, float]:
+    """(mirrored, tilt in degrees) of an object at time ``t``: fixed per object, a slow sway over time."""
+    mirrored = bool(np.cos(obj.angle) < 0)
+    tilt = MAX_TILT_DEG * float(np.sin(obj.angle)) * 0.7 + MAX_TILT_DEG * 0.3 * float(np.sin(obj.spin * 6 * t))
+    return mirrored, tilt
+
+
+@lru_cache(maxsize=4096)
+def _sprite(bank_id: int, cls: int, side: int, mirrored: bool, tilt_q: int) -> np.ndarray:
+    """float32 (side', side', 4) RGBA in [0, 1] of class ``cls`` at ``side`` pixels (tilt in 0.5-degree steps)."""
+    bank = _BANKS[bank_id]
+    image = Image.fromarray(bank.sprites[bank.classes[cls].slug])
+    if mirrored:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    scale = side / max(image.size)
+    image = image.resize((max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))),
+                         Image.Resampling.BILINEAR)
+    if tilt_q:
+        image = image.rotate(tilt_q / 2.0, resample=Image.Resampling.BILINEAR, expand=True)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+_BANKS: dict[int, MusicBank] = {}
+
+
+def _register(bank: MusicBank) -> int:
+    _BANKS[id(bank)] = bank
+    return id(bank)
+
+
+@lru_cache(maxsize=64)
+def _unit_notes(bank_id: int, cls: int) -> np.ndarray:
+    """float32 (P, sr): the class's notes scaled to unit RMS, so a source's loudness is its scene gain."""
+    bank = _BANKS[bank_id]
+    notes = bank.notes[bank.classes[cls].slug].astype(np.float32)
+    return notes / (np.sqrt((notes**2).mean(axis=1, keepdims=True)) + 1e-8)
+
+
+def object_patch(obj: SceneObject, t: float, size: int, bank: MusicBank
+                 ) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
+    """Alpha and colour of one object's glyph at time ``t`` over its box, clipped to the frame.
+
+    Returns:
+        (rows, cols, alpha float32 (h, w) in [0, 1], colour float32 (h, w, 3) in [0, 255]), or ``None``
+        when the glyph falls outside the frame.
+    """
+    mirrored, tilt = _pose(obj, t)
+    side = max(4, round(SPRITE_SCALE * obj.radius * size))
+    rgba = _sprite(_register(bank), obj.cls, side, mirrored, round(tilt * 2))
+    h, w = rgba.shape[:2]
+    cx, cy = obj.centre(t)
+    y0, x0 = round(cy * size - h / 2), round(cx * size - w / 2)
+    r0, c0 = max(y0, 0), max(x0, 0)
+    r1, c1 = min(y0 + h, size), min(x0 + w, size)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    crop = rgba[r0 - y0:r1 - y0, c0 - x0:c1 - x0]  # (h', w', 4)
+    colour = np.clip(crop[..., :3] * (255.0 * obj.shade), 0, 255)
+    return slice(r0, r1), slice(c0, c1), crop[..., 3], colour
+
+
+def render_frames(scene: Scene, times: np.ndarray, size: int, bank: MusicBank | None = None) -> np.ndarray:
+    """uint8 (F, S, S, 3) RGB frames of a music-world scene at ``times`` (seconds)."""
+    bank = bank or default_bank()
+    background = background_image(scene.background, size)
+    frames = np.empty((len(times), size, size, 3), dtype=np.float32)
+    for f, t in enumerate(times):
+        canvas = frames[f]
+        canvas[:] = background
+        seg = _segment(t, scene.num_segments)
+        for obj in scene.objects:
+            if not obj.visible[seg]:
+                continue
+            patch = object_patch(obj, float(t), size, bank)
+            if patch is None:
+                continue
+            rows, cols, alpha, colour = patch
+            region = canvas[rows, cols]
+            canvas[rows, cols] = region + (colour - region) * alpha[..., None]
+    return np.clip(frames + 0.5, 0, 255).astype(np.uint8)
+
+
+def object_mask(obj: SceneObject, t: float, size: int, bank: MusicBank | None = None) -> np.ndarray:
+    """bool (S, S): where the object's drawn glyph has alpha >= 0.5 at time ``t`` (visibility ignored)."""
+    bank = bank or default_bank()
+    mask = np.zeros((size, size), dtype=bool)
+    patch = object_patch(obj, float(t), size, bank)
+    if patch is not None:
+        rows, cols, alpha, _ = patch
+        mask[rows, cols] = alpha >= 0.5
+    return mask
+
+
+def render_audio(scene: Scene, sample_rate: int = 16000, bank: MusicBank | None = None) -> np.ndarray:
+    """The clip's mono soundtrack: every sounding source playing its notes, plus noise (float32 (T*sr,)).
+
+    Per source and second, one note (p = 0.5) or two half-second notes, each a pitch of the class's
+    bank drawn from the scene's ``audio_seed``: a short phrase that changes pitch and rhythm.
+    """
+    bank = bank or default_bank()
+    if bank.sample_rate != sample_rate:
+        raise ValueError(f"the music bank is rendered at {bank.sample_rate} Hz, not {sample_rate} Hz")
+    rng = np.random.default_rng(scene.audio_seed)
+    T, sr = scene.num_segments, sample_rate
+    half = sr // 2
+    fade = np.linspace(1.0, 0.0, sr // 50, dtype=np.float32)
+    mix = np.zeros(T * sr, dtype=np.float32)
+    for source in scene.sources:
+        notes = _unit_notes(_register(bank), source.cls)  # (P, sr)
+        track = np.zeros(T * sr, dtype=np.float32)
+        for t in range(T):
+            if rng.random() < 0.5:
+                track[t * sr:(t + 1) * sr] = notes[int(rng.integers(len(notes)))]
+            else:
+                for k in range(2):
+                    note = notes[int(rng.integers(len(notes)))][:half].copy()
+                    note[-fade.size:] *= fade
+                    track[t * sr + k * half:t * sr + (k + 1) * half] = note
+        if any(source.sounding):
+            mix += source.gain * track * gate(source.sounding, sr)
+    mix *= MASTER_GAIN
+    mix += rng.standard_normal(T * sr, dtype=np.float32) * np.float32(scene.noise_level)
+    return np.tanh(mix)
