@@ -3,6 +3,8 @@ and SoundFont notes from the committed bank; decidable labels; the same tensor a
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from stgcma.data.synthav.bounds import ave_oracle, measure_ave_ceiling, measure_
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.music import object_patch
 from stgcma.data.synthav.music_bank import load_bank
+from stgcma.data.synthav.questions import QTYPES
 from stgcma.data.synthav.render import background_image, render_frames, render_masks, segment_times
 from stgcma.data.synthav.scene import SynthConfig, audio_visual_seconds
 from stgcma.data.synthav.styles import class_names, question_names
@@ -93,3 +96,18 @@ def test_spec_builds_music_tensors_for_every_task() -> None:
         assert item["video"].shape[:2] == (10, 3) and item["audio"].shape[0] == 10
     ave = build_dataset("synthav:seed=0,n=3,world=music,classes=14", "ave", "train", pre)
     assert ave.class_names[-1] == "background" and "Violin, fiddle" in ave.class_names
+
+
+def test_cli_bounds_json_per_world(capsys: pytest.CaptureFixture) -> None:
+    from stgcma.cli import main as cli_main
+
+    for world, classes in (("music", 14), ("shapes", 8)):
+        assert cli_main(["bounds", "--world", world, "--classes", str(classes), "--n", "60", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert set(out["avqa"]["types"]) == set(QTYPES)
+        assert out["avqa"]["ceiling"] == 1.0 > out["avqa"]["floor"]  # every answer follows from the scene
+        if world == "music":
+            assert out["ave"]["ceiling"] >= 0.97 and out["avs"]["ceiling"] >= 0.95
+        else:
+            assert out["ave"]["ceiling"] < 0.97  # the shapes world keeps its designed ambiguity
+    assert cli_main(["bounds", "--world", "music", "--classes", "20"]) == 2

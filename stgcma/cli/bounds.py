@@ -9,9 +9,10 @@ The test sets are those of ``eval --data synthav:seed=S,n=N`` (AVS: ``,mode=s4``
 from __future__ import annotations
 
 import argparse
+import json
 
 from stgcma.cli import UserError
-from stgcma.data.synthav.bounds import measure_ave_ceiling, measure_avs_ceiling
+from stgcma.data.synthav.bounds import measure_ave_ceiling, measure_avqa_ceiling, measure_avs_ceiling
 from stgcma.data.synthav.clip import format_baseline, measure_blind_baseline
 from stgcma.data.synthav.scene import WORLDS, SynthConfig
 
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=112, help="AVS mask side in pixels (default 112)")
     parser.add_argument("--world", choices=WORLDS, default="shapes", help="SynthAV world (default shapes)")
     parser.add_argument("--classes", type=int, default=8, help="number of classes K (default 8)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object: "
+                        '{"ave": {"ceiling"}, "avs": {"ceiling", "fscore"}, "avqa": {"ceiling", "floor", "types"}}')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,10 +41,20 @@ def run(args: argparse.Namespace) -> int:
     ave = measure_ave_ceiling(args.n, args.seed, cfg, args.split)
     avs = measure_avs_ceiling(args.n, args.seed, size=args.size, split=args.split, world=args.world,
                               classes=args.classes)
+    avqa = measure_avqa_ceiling(args.n, args.seed, cfg, args.split)
+    floors = measure_blind_baseline(args.n, args.seed, cfg, args.split)
+    if args.json:
+        types = {q: {"ceiling": avqa[q], "floor": row["template"]} for q, row in floors.items()
+                 if q != "overall" and q in avqa}
+        qa = {"ceiling": avqa["overall"], "floor": floors["overall"]["template"], "types": types}
+        print(json.dumps({"spec": spec, "split": args.split, "ave": {"ceiling": ave},
+                          "avs": {"ceiling": avs["miou"], "fscore": avs["fscore"]}, "avqa": qa}))
+        return 0
     print(f"{spec} ({args.split} split)")
     print(f"AVE  ceiling, perfect-perception oracle: segment accuracy {100 * ave:.1f}%")
     print(f"AVS  ceiling, sounding-class oracle ({spec},mode=s4, 5 segments, {args.size} px): "
           f"mIoU {avs['miou']:.3f}, F {avs['fscore']:.3f}")
+    print(f"AVQA ceiling, perfect-perception oracle: accuracy {100 * avqa['overall']:.1f}%")
     print("AVQA floors, blind baselines (majority answers counted on the next seed), accuracy in %:")
-    print(format_baseline(measure_blind_baseline(args.n, args.seed, cfg, args.split)))
+    print(format_baseline(floors))
     return 0

@@ -92,3 +92,33 @@ def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: 
         metric.update(torch.from_numpy(avs_oracle_masks(scene, times, size, styles)).float(), truth)
     result = metric.compute()
     return {"miou": result["miou"], "fscore": result["fscore"]}
+
+
+def avqa_oracle(clip_question, scene: Scene, names: list[str]) -> str | None:
+    """The answer a perfect perceiver gives: the template's filling of these values, recomputed from the scene."""
+    from stgcma.data.synthav.questions import TEMPLATES, Facts
+
+    template = next(t for t in TEMPLATES if t.qtype == clip_question.qtype and t.text == clip_question.template)
+    answers = {a for values, a in template.candidates(Facts(scene, names)) if values == clip_question.values}
+    return answers.pop() if len(answers) == 1 else None
+
+
+def measure_avqa_ceiling(n: int = 2000, seed: int = 300, cfg: SynthConfig | None = None,
+                         split: str = "test") -> dict[str, float]:
+    """Accuracy of :func:`avqa_oracle` per question type and overall on ``n`` clips of (seed, split).
+
+    A question whose values admit two answers in its scene (none should) counts as a miss, so this is
+    the ceiling of any model that perceives the scene perfectly.
+    """
+    from stgcma.data.synthav.clip import _names
+    from stgcma.data.synthav.questions import QTYPES
+
+    cfg = cfg or SynthConfig()
+    names = list(_names(cfg.num_classes, cfg.world))
+    hits: dict[str, list[bool]] = {q: [] for q in QTYPES}
+    for i in range(n):
+        clip = make_clip(seed, i, cfg, split)
+        hits[clip.question.qtype].append(avqa_oracle(clip.question, clip.scene, names) == clip.question.answer)
+    out = {q: float(np.mean(h)) for q, h in hits.items() if h}
+    out["overall"] = float(np.mean([x for h in hits.values() for x in h]))
+    return out
