@@ -111,3 +111,20 @@ def test_cli_bounds_json_per_world(capsys: pytest.CaptureFixture) -> None:
         else:
             assert out["ave"]["ceiling"] < 0.97  # the shapes world keeps its designed ambiguity
     assert cli_main(["bounds", "--world", "music", "--classes", "20"]) == 2
+
+
+def test_cli_synth_music_writes_mp4_labels_and_a_contact_sheet(tmp_path) -> None:
+    from PIL import Image
+
+    from stgcma.cli import main as cli_main
+    from stgcma.data.synthav.folder import SynthAVFolder
+
+    out = tmp_path / "music"
+    assert cli_main(["synth", "--out", str(out), "--n", "2", "--world", "music", "--classes", "14", "--size", "64",
+                     "--quiet", "--sheet"]) == 0
+    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    assert sheet.shape == (2 * (128 + 6), 5 * 128, 3) and sheet.std() > 10
+    ds = SynthAVFolder(out, "ave", PreprocessConfig(image_size=48))
+    assert "Violin, fiddle" in ds.class_names and ds[0]["video"].shape[:2] == (10, 3)
+    qa = SynthAVFolder(out, "avqa", PreprocessConfig(image_size=48))
+    assert "acoustic_guitar" in qa.answer_vocab

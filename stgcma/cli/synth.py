@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ms3: several objects may sound; s4: exactly one sounds (default ms3)")
     parser.add_argument("--force", action="store_true", help="overwrite a SynthAV dataset already in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--sheet", action="store_true",
+                        help="also write OUT/contact_sheet.png: frames of the first clips with their AVS masks")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
                              size=args.size, fps=args.fps, progress=not args.quiet)
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err}") from None
+    if args.sheet:
+        from PIL import Image
+
+        from stgcma.data.synthav.sheet import contact_sheet
+
+        sheet = contact_sheet(config, args.seed, args.split, clips=min(args.n, 8))
+        Image.fromarray(sheet).save(out / "contact_sheet.png")
+        print(f"contact sheet: {out / 'contact_sheet.png'}")
     print(f"wrote {args.n} clips ({segments} s, {args.size}px, {args.fps} fps) and {', '.join(tasks)} labels; "
           f"see {meta}")
     return 0
