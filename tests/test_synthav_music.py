@@ -128,3 +128,25 @@ def test_cli_synth_music_writes_mp4_labels_and_a_contact_sheet(tmp_path) -> None
     assert "Violin, fiddle" in ds.class_names and ds[0]["video"].shape[:2] == (10, 3)
     qa = SynthAVFolder(out, "avqa", PreprocessConfig(image_size=48))
     assert "acoustic_guitar" in qa.answer_vocab
+
+
+def test_music_answers_are_balanced_per_template_and_in_music_avqa_words() -> None:
+    from collections import Counter, defaultdict
+
+    from stgcma.data.synthav.questions import TEMPLATES, blind_baseline, question_vocabulary
+
+    questions = [make_clip(10, i, MUSIC).question for i in range(800)]
+    held_out = [make_clip(11, i, MUSIC).question for i in range(800)]
+    words = question_names(14, "music")
+    vocab = question_vocabulary(words)
+    assert all(not vocab.unknown_words(q.text) for q in questions)
+    assert {"violin", "acoustic_guitar", "piano", "flute"} <= set(words)
+    per_template: dict[str, Counter] = defaultdict(Counter)
+    for q in questions:
+        per_template[q.template][q.answer] += 1
+    for template, counts in per_template.items():
+        support = len(next(t for t in TEMPLATES if t.text == template).answer_set(words))
+        if sum(counts.values()) >= 40 and support <= 3:
+            assert max(counts.values()) / sum(counts.values()) < 1 / support + 0.2, (template, counts)
+    rows = blind_baseline(questions, fit=held_out)
+    assert rows["overall"]["template"] < rows["overall"]["chance"] + 0.08
