@@ -303,3 +303,16 @@ def test_cli_synth_writes_and_refuses_to_overwrite(tmp_path: Path, capsys: pytes
     assert cli_main(args) == 2
     assert "already holds" in capsys.readouterr().err
     assert cli_main([*args[:-1], "--force", "--classes", "2"]) == 2
+
+
+def test_gate_is_the_moving_average_of_the_step_function() -> None:
+    from stgcma.data.synthav.audio import RAMP_S, gate
+
+    sr, width = 1000, max(1, int(RAMP_S * 1000))
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        flags = tuple(bool(x) for x in rng.random(6) < 0.5)
+        step = np.repeat(np.asarray(flags, dtype=np.float64), sr)
+        padded = np.concatenate([np.full(width, step[0]), step, np.full(width, step[-1])])
+        expected = np.convolve(padded, np.ones(2 * width) / (2 * width), mode="valid")[: step.size]
+        assert np.abs(gate(flags, sr) - expected).max() < 1e-6

@@ -54,13 +54,19 @@ def _envelope(style: ClassStyle, t: np.ndarray) -> np.ndarray:
 
 
 def gate(sounding: tuple[bool, ...], sample_rate: int) -> np.ndarray:
-    """Per-sample on/off envelope from per-segment flags, with linear ramps (float32 (T*sr,))."""
-    flags = np.repeat(np.asarray(sounding, dtype=np.float32), sample_rate)  # (T*sr,)
+    """Per-sample on/off envelope from per-segment flags, with linear ramps (float32 (T*sr,)).
+
+    Equal to a moving average of width ``2 * RAMP_S`` over the step function (the ramps of one second
+    never overlap), written directly: a linear ramp across each segment boundary where the flag changes.
+    """
+    flags = np.asarray(sounding, dtype=np.float32)
+    env = np.repeat(flags, sample_rate)  # (T*sr,)
     width = max(1, int(RAMP_S * sample_rate))
-    padded = np.concatenate([np.full(width, flags[0]), flags, np.full(width, flags[-1])])
-    csum = np.concatenate([[0.0], np.cumsum(padded, dtype=np.float64)])
-    smooth = (csum[2 * width:] - csum[: -2 * width]) / (2 * width)  # moving average
-    return smooth[: flags.size].astype(np.float32)
+    rise = np.arange(2 * width, dtype=np.float32) / np.float32(2 * width)  # (2w,) from 0 towards 1
+    for t in np.flatnonzero(flags[1:] != flags[:-1]) + 1:
+        lo = int(t) * sample_rate - width
+        env[lo:lo + 2 * width] = rise if flags[t] else 1 - rise
+    return env
 
 
 def render_audio(scene: Scene, sample_rate: int = 16000, styles: list[ClassStyle] | None = None) -> np.ndarray:

@@ -141,21 +141,19 @@ def render_audio(scene: Scene, sample_rate: int = 16000, bank: MusicBank | None 
     rng = np.random.default_rng(scene.audio_seed)
     T, sr = scene.num_segments, sample_rate
     half = sr // 2
-    fade = np.linspace(1.0, 0.0, sr // 50, dtype=np.float32)
+    fade = np.ones(half, dtype=np.float32)
+    fade[-(sr // 50):] = np.linspace(1.0, 0.0, sr // 50, dtype=np.float32)
     mix = np.zeros(T * sr, dtype=np.float32)
     for source in scene.sources:
         notes = _unit_notes(_register(bank), source.cls)  # (P, sr)
-        track = np.zeros(T * sr, dtype=np.float32)
-        for t in range(T):
-            if rng.random() < 0.5:
-                track[t * sr:(t + 1) * sr] = notes[int(rng.integers(len(notes)))]
-            else:
-                for k in range(2):
-                    note = notes[int(rng.integers(len(notes)))][:half].copy()
-                    note[-fade.size:] *= fade
-                    track[t * sr + k * half:t * sr + (k + 1) * half] = note
-        if any(source.sounding):
-            mix += source.gain * track * gate(source.sounding, sr)
+        single = rng.random(T) < 0.5  # (T,) one whole note this second, else two half notes
+        picks = rng.integers(len(notes), size=(T, 2))  # (T, 2) note indices
+        if not any(source.sounding):
+            continue
+        whole = notes[picks[:, 0]]  # (T, sr)
+        halves = np.concatenate([notes[picks[:, 0], :half] * fade, notes[picks[:, 1], :half] * fade], axis=1)  # (T, sr)
+        track = np.where(single[:, None], whole, halves).reshape(-1)  # (T * sr,)
+        mix += source.gain * track * gate(source.sounding, sr)
     mix *= MASTER_GAIN
     mix += rng.standard_normal(T * sr, dtype=np.float32) * np.float32(scene.noise_level)
     return np.tanh(mix)
