@@ -19,7 +19,7 @@ from PIL import Image
 
 from stgcma.data.synthav.audio import MASTER_GAIN, gate
 from stgcma.data.synthav.music_bank import MusicBank, load_bank
-from stgcma.data.synthav.render import composite
+from stgcma.data.synthav.render import Patch, composite
 from stgcma.data.synthav.scene import Scene, SceneObject
 
 MAX_TILT_DEG = 12.0
@@ -40,9 +40,8 @@ def _pose(obj: SceneObject, t: float) -> tuple[bool, float]:
 
 
 @lru_cache(maxsize=4096)
-def _sprite(bank_id: int, cls: int, side: int, mirrored: bool, tilt_q: int) -> np.ndarray:
+def _sprite(bank: MusicBank, cls: int, side: int, mirrored: bool, tilt_q: int) -> np.ndarray:
     """float32 (side', side', 4) RGBA in [0, 1] of class ``cls`` at ``side`` pixels (tilt in 0.5-degree steps)."""
-    bank = _BANKS[bank_id]
     image = Image.fromarray(bank.sprites[bank.classes[cls].slug])
     if mirrored:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -54,24 +53,14 @@ def _sprite(bank_id: int, cls: int, side: int, mirrored: bool, tilt_q: int) -> n
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-_BANKS: dict[int, MusicBank] = {}
-
-
-def _register(bank: MusicBank) -> int:
-    _BANKS[id(bank)] = bank
-    return id(bank)
-
-
 @lru_cache(maxsize=64)
-def _unit_notes(bank_id: int, cls: int) -> np.ndarray:
+def _unit_notes(bank: MusicBank, cls: int) -> np.ndarray:
     """float32 (P, sr): the class's notes scaled to unit RMS, so a source's loudness is its scene gain."""
-    bank = _BANKS[bank_id]
     notes = bank.notes[bank.classes[cls].slug].astype(np.float32)
     return notes / (np.sqrt((notes**2).mean(axis=1, keepdims=True)) + 1e-8)
 
 
-def object_patch(obj: SceneObject, t: float, size: int, bank: MusicBank
-                 ) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
+def object_patch(obj: SceneObject, t: float, size: int, bank: MusicBank) -> Patch | None:
     """Alpha and colour of one object's glyph at time ``t`` over its box, clipped to the frame.
 
     Returns:
@@ -80,7 +69,7 @@ def object_patch(obj: SceneObject, t: float, size: int, bank: MusicBank
     """
     mirrored, tilt = _pose(obj, t)
     side = max(4, round(SPRITE_SCALE * obj.radius * size))
-    rgba = _sprite(_register(bank), obj.cls, side, mirrored, round(tilt * 2))
+    rgba = _sprite(bank, obj.cls, side, mirrored, round(tilt * 2))
     h, w = rgba.shape[:2]
     cx, cy = obj.centre(t)
     y0, x0 = round(cy * size - h / 2), round(cx * size - w / 2)
@@ -126,7 +115,7 @@ def render_audio(scene: Scene, sample_rate: int = 16000, bank: MusicBank | None 
     fade[-(sr // 50):] = np.linspace(1.0, 0.0, sr // 50, dtype=np.float32)
     mix = np.zeros(T * sr, dtype=np.float32)
     for source in scene.sources:
-        notes = _unit_notes(_register(bank), source.cls)  # (P, sr)
+        notes = _unit_notes(bank, source.cls)  # (P, sr)
         single = rng.random(T) < 0.5  # (T,) one whole note this second, else two half notes
         picks = rng.integers(len(notes), size=(T, 2))  # (T, 2) note indices
         if not any(source.sounding):

@@ -84,9 +84,9 @@ MUSIC_CLASSES: tuple[MusicClass, ...] = (
 )
 
 
-@dataclass
+@dataclass(eq=False)
 class MusicBank:
-    """The loaded sample bank.
+    """The loaded sample bank (hashed by identity, so per-bank caches can key on it).
 
     Attributes:
         classes: The class entries, in bank order.
