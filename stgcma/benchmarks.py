@@ -116,9 +116,9 @@ def bench_synth(world: str = "music", size: int = 112, repeats: int = 20, segmen
     from stgcma.data.synthav.audio import render_audio
     from stgcma.data.synthav.clip import make_clip
     from stgcma.data.synthav.render import render_frames, render_masks, segment_times
-    from stgcma.data.synthav.scene import MUSIC_CLASSES, SynthConfig
+    from stgcma.data.synthav.scene import NUM_MUSIC_CLASSES, SynthConfig
 
-    cfg = SynthConfig(num_segments=segments, world=world, num_classes=MUSIC_CLASSES if world == "music" else 8)
+    cfg = SynthConfig(num_segments=segments, world=world, num_classes=NUM_MUSIC_CLASSES if world == "music" else 8)
     times = segment_times(segments)
 
     def one(index: int) -> None:

@@ -18,11 +18,12 @@ from typing import Literal
 
 import numpy as np
 
+from stgcma.data.synthav.music_bank import MUSIC_CLASSES
 from stgcma.data.synthav.styles import MAX_CLASSES
 
 Mode = Literal["ms3", "s4"]
 WORLDS = ("shapes", "music")
-MUSIC_CLASSES = 14  # classes of the music world's bank (stgcma.data.synthav.music_bank)
+NUM_MUSIC_CLASSES = len(MUSIC_CLASSES)  # classes of the music world's bank table
 GAINS = (0.25, 0.5, 1.0)
 
 
@@ -50,8 +51,8 @@ class SynthConfig:
             raise ValueError(f"mode must be 'ms3' or 's4', got {self.mode!r}")
         if self.world not in WORLDS:
             raise ValueError(f"world must be one of {list(WORLDS)}, got {self.world!r}")
-        if self.world == "music" and self.num_classes > MUSIC_CLASSES:
-            raise ValueError(f"the music world has {MUSIC_CLASSES} classes, got num_classes={self.num_classes}")
+        if self.world == "music" and self.num_classes > NUM_MUSIC_CLASSES:
+            raise ValueError(f"the music world has {NUM_MUSIC_CLASSES} classes, got num_classes={self.num_classes}")
         if not 1 <= self.max_objects <= 3:
             raise ValueError(f"max_objects must be 1, 2 or 3, got {self.max_objects}")
         if self.num_segments < 2:
