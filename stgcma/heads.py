@@ -38,6 +38,17 @@ def _patch_tokens(tokens: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
     return tokens[:, 1:] if encoder.is_vit else tokens
 
 
+def pooled_audio(feats: dict[str, Any], encoder: nn.Module) -> torch.Tensor:
+    """[mean, max] over each segment's audio patch tokens: (B, T, 2D).
+
+    An image backbone's audio CLS token barely varies between segments of a clip (relative std about
+    0.04 on SynthAV); the pooled tokens vary several times more and tell which sounds are present.
+    """
+    tokens = _patch_tokens(feats["audio"], encoder)  # (B*T, Na, D)
+    pooled = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1)  # (B*T, 2D)
+    return pooled.reshape(feats["batch"], feats["frames"], -1)  # (B, T, 2D)
+
+
 def _to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """(B*T, H*W, C) tokens -> (B*T, C, H, W) map."""
     return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)  # (B*T, C, H, W)
@@ -185,7 +196,12 @@ class RefineBlock(nn.Module):
 
 
 class MaskOutput(nn.Module):
-    """AVSBench's output convs: 3x3 conv -> upsample to the image -> 3x3 conv -> ReLU -> 1x1 conv to 1 logit."""
+    """AVSBench's output convs: 3x3 conv -> upsample -> 3x3 conv -> ReLU -> 1x1 conv to 1 logit -> upsample.
+
+    AVSBench upsamples to the full image before the 128 -> 32 convolution; here it runs at half the
+    image size and the one-channel logits are upsampled instead: that convolution is most of the
+    decoder's cost, and this cuts it 4x.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -195,8 +211,9 @@ class MaskOutput(nn.Module):
 
     def forward(self, x: torch.Tensor, size: int) -> torch.Tensor:
         """(B*T, C, h, w) -> (B*T, 1, size, size)."""
-        x = F.interpolate(self.conv1(x), size=(size, size), mode="bilinear", align_corners=False)
-        return self.conv3(F.relu(self.conv2(x)))
+        x = F.interpolate(self.conv1(x), size=(size // 2, size // 2), mode="bilinear", align_corners=False)
+        logits = self.conv3(F.relu(self.conv2(x)))  # (B*T, 1, size/2, size/2)
+        return F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
 
 
 class AVSHead(TaskHead):
@@ -206,7 +223,8 @@ class AVSHead(TaskHead):
     ViTDet simple pyramid over blocks tapped evenly through the depth (block ``depth*(k+1)//n - 1``
     for scale k), resampled x4, x2, x1, /2 (strides p/4, p/2, p, 2p for patch size p; the /2 level is
     dropped when the patch grid is under 4x4). Per scale: 1x1 projection + ASPP to ``channels``, then
-    TPAVI with the audio feature (pooled audio tokens -> Linear(D, audio_dim)); then top-down
+    TPAVI with the audio feature (``pooled_audio``: [mean, max] of the audio patch tokens ->
+    LayerNorm -> Linear(2D, audio_dim)); then top-down
     refinement and upsampling to ``image_size`` logits.
 
     ``forward(feats, encoder)`` returns ``{"logits": (B, T, 1, S, S)}`` mask logits (S = image size).
@@ -232,7 +250,7 @@ class AVSHead(TaskHead):
             PyramidLevel(d, channels, s, normed=t == self.last_block)
             for d, s, t in zip(dims, scales, self.level_taps, strict=True)
         )
-        self.audio_proj = nn.Linear(encoder.embed_dim, audio_dim)
+        self.audio_proj = nn.Sequential(nn.LayerNorm(2 * encoder.embed_dim), nn.Linear(2 * encoder.embed_dim, audio_dim))
         self.tpavi = nn.ModuleList(TPAVI(channels, audio_dim) for _ in scales)
         self.refine = nn.ModuleList(RefineBlock(channels, lateral=k < len(scales) - 1) for k in range(len(scales)))
         self.output = MaskOutput(channels)
@@ -249,7 +267,7 @@ class AVSHead(TaskHead):
             raise ValueError(f"the AVS head needs the encoder blocks {self.taps} tapped; "
                              "compute features with model.forward_features(video, audio)")
         B, T = feats["batch"], feats["frames"]
-        audio = self.audio_proj(encoder.pooled(feats)[1])  # (B, T, audio_dim)
+        audio = self.audio_proj(pooled_audio(feats, encoder))  # (B, T, audio_dim)
         maps = []
         for level, tpavi, tap in zip(self.levels, self.tpavi, self.level_taps, strict=True):
             tokens, grid = self._level_tokens(feats, tap)
@@ -308,71 +326,118 @@ class QuestionTemporalAttention(nn.Module):
         return x + seq.mean(dim=1)
 
 
+def sincos_positions(n: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed 1-D sine-cosine position codes (Vaswani et al.): (n, dim), values in [-1, 1]."""
+    half = dim // 2
+    freq = torch.exp(-torch.arange(half, device=device) * (torch.log(torch.tensor(1e4)) / max(half - 1, 1)))
+    angle = torch.arange(n, device=device)[:, None] * freq[None]  # (n, half)
+    codes = torch.cat([angle.sin(), angle.cos()], dim=1)  # (n, 2*half)
+    return F.pad(codes, (0, dim - 2 * half))  # (n, dim)
+
+
+def sincos_positions_2d(grid: tuple[int, int], dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed 2-D codes for a (rows, cols) token grid in raster order: (rows*cols, dim), half per axis."""
+    rows, cols = grid
+    y = sincos_positions(rows, dim // 2, device)[:, None].expand(rows, cols, -1)  # (rows, cols, dim/2)
+    x = sincos_positions(cols, dim - dim // 2, device)[None].expand(rows, cols, -1)  # (rows, cols, dim - dim/2)
+    return torch.cat([y, x], dim=-1).reshape(rows * cols, dim)  # (N, dim)
+
+
+class ScaledCosineAttention(nn.Module):
+    """Softmax over keys of ``scale * cos(query, key)`` with a learnable scale (CLIP's logit scale).
+
+    Cosines live in [-1, 1], so without the scale a softmax over ~50 patches is nearly uniform and
+    "grounding" is a plain mean; the scale starts at 10 and is clamped to at most 100.
+    """
+
+    def __init__(self, init: float = 10.0) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(float(init)).log())
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """query (..., H), keys (..., N, H) -> weights (..., N) summing to 1 over N."""
+        cos = (F.normalize(keys, dim=-1) @ F.normalize(query, dim=-1).unsqueeze(-1)).squeeze(-1)  # (..., N)
+        return (self.log_scale.exp().clamp(max=100.0) * cos).softmax(dim=-1)
+
+
 class AVQAHead(TaskHead):
     """MUSIC-AVQA answer classifier in the style of AVST, on the shared encoder's features.
 
-    Per segment: audio vector a_t = MLP(pooled audio tokens); visual patch tokens -> Linear(D, H);
-    audio-guided spatial grounding (softmax over patches of cos(a_t, v_t,j)) gives the grounded vector,
-    fused with the mean visual token: v_t = Linear(tanh([mean, grounded])). The question vector q
-    (``QuestionEncoder``) attends over the T segments of each modality; the two results are fused
-    (tanh -> Linear(2H, H)), multiplied with q, tanh, and classified into ``answers``.
+    Per segment t:
 
-    ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers) and
-    ``match_logits`` (B*T, 2), the audio-visual matching logits of these (positive) pairs. A
+    - audio a_t = MLP(LayerNorm([mean, max] of the audio patch tokens)); the audio CLS token of a frozen
+      image backbone barely varies between segments, the pooled tokens do;
+    - visual patch tokens v_t,j = Linear(LayerNorm(token)) + 2-D position code, so a grounded vector
+      carries WHERE it looked;
+    - audio-guided spatial grounding (softmax over patches of a learnably scaled cosine with a_t) and
+      question-guided spatial grounding (the same with a projection of q), fused with the mean token:
+      v_t = Linear(tanh([mean, audio-grounded, question-grounded])).
+
+    The question vector q (``QuestionEncoder``), the T audio vectors and the T visual vectors (each with
+    a segment position code and a modality embedding) go through a small Transformer encoder, so
+    first/last/before/after relations between segments are computable. AVST's question-guided temporal
+    attention then pools each modality; [audio, visual, question] outputs are fused (tanh ->
+    Linear(3H, H)), multiplied with q, tanh, and classified into ``answers``.
+
+    ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers),
+    ``match_logits`` (B*T, 2) for the clip's own audio-visual pairs and, when B > 1,
+    ``match_neg_logits`` (B*T, 2) for each clip's audio against the previous clip's frames in the batch (cyclically). A
     (B, Q, L) question tensor asks Q questions per clip on one pass of the encoder: ``logits``
     (B, Q, answers).
 
-    Matching loss (AVST, weight 0.5), in a trainer::
-
-        feats = model.forward_features(video, audio)
-        out = model.forward_head(feats, question=question)
-        neg = model.head.matching_logits(model.forward_features(video_neg, audio), model.encoder)
-        loss = F.cross_entropy(out["logits"], answer) + 0.5 * AVQAHead.matching_loss(out["match_logits"], neg)
-
-    ``video_neg`` holds frames of other clips; the negative pass runs the encoder again, because the
-    cross-modal adapters mix audio and video inside the encoder.
+    Matching loss (AVST, weight 0.5): ``AVQAHead.matching_loss(out["match_logits"],
+    out["match_neg_logits"])``. AVST pairs a clip's audio with another clip's frames; here the other
+    clip is a neighbour in the batch, so negatives cost no second encoder pass and their visual tokens
+    come from the same adapted encoder as the positives' (frames sent through the frozen backbone alone
+    would differ in their statistics and make the task trivially separable).
     """
 
-    def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4) -> None:
+    def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4,
+                 layers: int = 2, dropout: float = 0.1) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, hidden)
-        self.audio_mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
-        self.visual_proj = nn.Linear(dim, hidden)
-        self.ground_fc = nn.Linear(2 * hidden, hidden)
+        self.audio_mlp = nn.Sequential(nn.LayerNorm(2 * dim), nn.Linear(2 * dim, hidden), nn.ReLU(),
+                                       nn.Linear(hidden, hidden))
+        self.visual_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden))
+        self.audio_ground = ScaledCosineAttention()
+        self.question_ground = ScaledCosineAttention()
+        self.question_query = nn.Linear(hidden, hidden)
+        self.ground_fc = nn.Linear(3 * hidden, hidden)
         self.match = nn.Sequential(
             nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(),
             nn.Linear(hidden // 2, hidden // 4), nn.ReLU(), nn.Linear(hidden // 4, 2),
         )
+        self.modality = nn.Parameter(torch.zeros(3, hidden))  # question, audio, visual
+        nn.init.normal_(self.modality, std=0.02)
+        layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
+        self.reasoner = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.attend_audio = QuestionTemporalAttention(hidden, heads)
         self.attend_visual = QuestionTemporalAttention(hidden, heads)
-        self.fusion = nn.Linear(2 * hidden, hidden)
+        self.fusion = nn.Linear(3 * hidden, hidden)
         self.classifier = nn.Linear(hidden, answers)
 
-    def ground(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """Audio vectors and audio-grounded visual vectors per segment: (B, T, H) each."""
+    def segment_inputs(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio vectors (B, T, H) and position-coded visual patch tokens (B, T, N, H)."""
         B, T = feats["batch"], feats["frames"]
-        audio = self.audio_mlp(encoder.pooled(feats)[1])  # (B, T, H)
+        audio = self.audio_mlp(pooled_audio(feats, encoder))  # (B, T, H)
         tokens = self.visual_proj(_patch_tokens(feats["video"], encoder))  # (B*T, N, H)
-        unit = F.normalize(tokens, dim=-1)  # (B*T, N, H)
-        key = F.normalize(audio.reshape(B * T, -1, 1), dim=1)  # (B*T, H, 1)
-        weights = (unit @ key).softmax(dim=1)  # (B*T, N, 1)
-        grounded = (weights * unit).sum(dim=1)  # (B*T, H)
-        visual = self.ground_fc(torch.tanh(torch.cat([tokens.mean(dim=1), grounded], dim=-1)))  # (B*T, H)
-        return audio, visual.reshape(B, T, -1)  # (B, T, H)
+        tokens = tokens + sincos_positions_2d(feats["grid_v"], tokens.shape[-1], tokens.device)
+        return audio, tokens.reshape(B, T, *tokens.shape[1:])  # (B, T, N, H)
 
-    def matching_logits(self, feats: dict[str, Any], encoder: nn.Module) -> torch.Tensor:
-        """(B*T, 2) logits that each segment's audio and video come from the same clip (class 1)."""
-        return self._match(*self.ground(feats, encoder))
+    def audio_grounded(self, audio: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """audio (B, T, H), tokens (B, T, N, H) -> the audio-attended visual vector (B, T, H)."""
+        weights = self.audio_ground(audio, tokens)  # (B, T, N)
+        return (weights.unsqueeze(-1) * tokens).sum(dim=2)  # (B, T, H)
 
-    def _match(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        return self.match(torch.cat([audio, visual], dim=-1).flatten(0, 1))  # (B*T, 2)
+    def _match(self, audio: torch.Tensor, grounded: torch.Tensor) -> torch.Tensor:
+        return self.match(torch.cat([audio, grounded], dim=-1).flatten(0, 1))  # (B*T, 2)
 
     @staticmethod
     def matching_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
         """Cross-entropy with class 1 for positive pairs and class 0 for negative pairs."""
         target = torch.cat([pos_logits.new_ones(len(pos_logits)), neg_logits.new_zeros(len(neg_logits))])
-        return F.cross_entropy(torch.cat([pos_logits, neg_logits]), target.long())
+        return F.cross_entropy(torch.cat([pos_logits, neg_logits]).float(), target.long())
 
     def _check_question(self, question: torch.Tensor | None, batch: int) -> torch.Tensor:
         if question is None:
@@ -391,17 +456,32 @@ class AVQAHead(TaskHead):
         clip's features -> ``logits`` (B, Q, answers)."""
         question = self._check_question(question, feats["batch"])
         asked = question if question.ndim == 3 else question[:, None]  # (B, Q, L)
-        per_clip = asked.shape[1]
-        q = self.question_encoder(asked.flatten(0, 1))  # (B*Q, H)
-        audio, visual = self.ground(feats, encoder)  # (B, T, H) each
-        match_logits = self._match(audio, visual)
-        audio, visual = audio.repeat_interleave(per_clip, 0), visual.repeat_interleave(per_clip, 0)  # (B*Q, T, H)
-        a, v = self.attend_audio(q, audio), self.attend_visual(q, visual)  # (B*Q, H) each
-        fused = self.fusion(torch.tanh(torch.cat([a, v], dim=-1)))  # (B*Q, H)
-        logits = self.classifier(torch.tanh(fused * q)).unflatten(0, (-1, per_clip))  # (B, Q, answers)
-        if question.ndim == 2:
-            logits = logits[:, 0]  # (B, answers)
-        return {"logits": logits, "match_logits": match_logits}
+        B, Q = asked.shape[:2]
+        q = self.question_encoder(asked.flatten(0, 1)).unflatten(0, (B, Q))  # (B, Q, H)
+        audio, tokens = self.segment_inputs(feats, encoder)  # (B, T, H), (B, T, N, H)
+        T = audio.shape[1]
+        by_audio = self.audio_grounded(audio, tokens)  # (B, T, H)
+        out = {"match_logits": self._match(audio, by_audio)}
+        if B > 1:
+            out["match_neg_logits"] = self._match(audio, self.audio_grounded(audio, tokens.roll(1, dims=0)))
+        weights = self.question_ground(self.question_query(q)[:, :, None], tokens[:, None])  # (B, Q, T, N)
+        by_question = torch.einsum("bqtn,btnh->bqth", weights, tokens)  # (B, Q, T, H)
+        context = torch.cat([tokens.mean(dim=2), by_audio], dim=-1)[:, None].expand(-1, Q, -1, -1)  # (B, Q, T, 2H)
+        visual = self.ground_fc(torch.tanh(torch.cat([context, by_question], dim=-1)))  # (B, Q, T, H)
+        when = sincos_positions(T, q.shape[-1], q.device)  # (T, H)
+        seq = torch.cat([
+            (q + self.modality[0])[:, :, None],
+            (audio + when + self.modality[1])[:, None].expand(-1, Q, -1, -1),
+            visual + when + self.modality[2],
+        ], dim=2).flatten(0, 1)  # (B*Q, 1 + 2T, H)
+        seq = self.reasoner(seq)
+        q_flat = q.flatten(0, 1)  # (B*Q, H)
+        a = self.attend_audio(q_flat, seq[:, 1:1 + T])  # (B*Q, H)
+        v = self.attend_visual(q_flat, seq[:, 1 + T:])  # (B*Q, H)
+        fused = self.fusion(torch.tanh(torch.cat([a, v, seq[:, 0]], dim=-1)))  # (B*Q, H)
+        logits = self.classifier(torch.tanh(fused * q_flat)).unflatten(0, (B, Q))  # (B, Q, answers)
+        out["logits"] = logits if question.ndim == 3 else logits[:, 0]  # (B, Q, answers) or (B, answers)
+        return out
 
 
 def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:

@@ -219,16 +219,15 @@ def test_music_avqa_items(avqa_root: Path) -> None:
     # 6-s clip, T = 3: seconds 0, 2, 4 are used, so brightness grows across segments
     means = item["video"].mean((1, 2, 3))
     assert means[0] < means[1] < means[2]
-    assert item["video_neg"].shape == item["video"].shape
 
 
 def test_music_avqa_vocab_sources_and_errors(avqa_root: Path) -> None:
     expected = 42 if ANNOTATIONS.is_dir() else 7  # the real ans_vocab.txt, or the fixture's stand-in
-    assert len(MusicAVQADataset(avqa_root, "test", PRE, negatives=False).answer_vocab) == expected
+    assert len(MusicAVQADataset(avqa_root, "test", PRE).answer_vocab) == expected
     (avqa_root / "ans_vocab.txt").unlink()
-    train = MusicAVQADataset(avqa_root, "train", PRE, negatives=False)
+    train = MusicAVQADataset(avqa_root, "train", PRE)
     assert train.answer_vocab == ["yes", "left"]  # first appearance in avqa-train.json
-    assert train[1]["qtype"] == "Audio-Visual/Location" and "video_neg" not in train[1]
+    assert train[1]["qtype"] == "Audio-Visual/Location"
     with pytest.raises(ValueError, match="piano"):
         MusicAVQADataset(avqa_root, "test", PRE)
     (avqa_root / "videos" / "00000002.mp4").unlink()
@@ -247,8 +246,8 @@ def test_pick_segments() -> None:
 # Spec --------------------------------------------------------------------------------------------
 
 def test_synthav_spec_typed_options() -> None:
-    options = parse_synthav_spec("synthav:seed=3,n=20,mode=s4,segments=5,negatives=false,distractor_prob=0.5")
-    assert options == {"seed": 3, "n": 20, "mode": "s4", "segments": 5, "negatives": False, "distractor_prob": 0.5}
+    options = parse_synthav_spec("synthav:seed=3,n=20,mode=s4,segments=5,fresh=false,distractor_prob=0.5")
+    assert options == {"seed": 3, "n": 20, "mode": "s4", "segments": 5, "fresh": False, "distractor_prob": 0.5}
     ds = build_dataset("synthav:seed=3,n=20,mode=s4,segments=5", "avs", "val", PRE)
     assert isinstance(ds, SynthAV) and len(ds) == 20 and ds.split == "val" and ds.num_segments == 5
     with pytest.raises(ValueError, match=r"unknown synthav option 'colour'; options: seed, n, mode"):

@@ -18,10 +18,10 @@ def test_scaled_build_writes_a_loadable_default_and_partial_rebuilds_keep_the_re
     quality = json.loads((out / "quality.json").read_text())
     assert set(quality["test"]) == {"ave", "avs", "avqa"}
     assert 0 <= quality["test"]["ave"]["accuracy"] <= 1 and 0 <= quality["test"]["avs"]["miou"] <= 1
-    assert quality["test"]["avqa"]["data"] == "synthav:seed=300,n=8"  # the clips' own questions only
+    assert quality["test"]["avqa"]["data"] == "synthav:seed=300,n=10,world=music,classes=14"  # own questions only
     assert "CPUs" in quality["machine"] and quality["seconds"]["total"] > 0
     trained_on = json.loads((runs / "avqa" / "config.json").read_text())["train"]["data"]
-    assert trained_on.endswith(",questions=8")
+    assert trained_on.endswith(",questions=8,fresh=1")
     for task in ("ave", "avs", "avqa"):
         model, _ = load_model(out / task)
         assert model.config.head.task == task and model.config.backbone.name == "synth-vit"

@@ -96,12 +96,39 @@ def test_avqa_outputs_and_matching_loss(name):
     out = model.forward_head(feats, question=question)
     assert out["logits"].shape == (2, 42) and out["match_logits"].shape == (2 * 4, 2)
     assert torch.isfinite(out["logits"]).all()
-    neg = model.head.matching_logits(model.forward_features(video.roll(1, dims=0), audio), model.encoder)
-    assert neg.shape == (2 * 4, 2)
+    neg = out["match_neg_logits"]
+    assert neg.shape == (2 * 4, 2) and not torch.allclose(neg, out["match_logits"])
     answer = torch.tensor([3, 7])
     loss = F.cross_entropy(out["logits"], answer) + 0.5 * AVQAHead.matching_loss(out["match_logits"], neg)
     loss.backward()
     _assert_gradients_reach_adapters_and_head(model)
+
+
+def test_avqa_negatives_pair_each_audio_with_another_clips_frames():
+    model = _model("vit-test", "avqa").eval()
+    video, audio = random_inputs(model.config, batch=3)
+    question = _question(batch=3)
+    out = model(video, audio, question=question)
+    head, feats = model.head, model.forward_features(video, audio)
+    a, tokens = head.segment_inputs(feats, model.encoder)
+    expected = head._match(a, head.audio_grounded(a, tokens[[2, 0, 1]]))
+    torch.testing.assert_close(out["match_neg_logits"], expected)
+    single = model(video[:1], audio[:1], question=question[:1])
+    assert "match_neg_logits" not in single  # one clip has no other clip to pair with
+
+
+def test_avqa_grounding_scale_concentrates_the_softmax():
+    from stgcma.heads import ScaledCosineAttention
+
+    attend = ScaledCosineAttention(init=10.0)
+    keys = torch.randn(1, 49, 32)
+    query = keys[:, 7] + 0.1 * torch.randn(1, 32)  # one matching patch among 49
+    weights = attend(query, keys)
+    assert weights.sum().item() == pytest.approx(1.0) and weights[0].argmax() == 7
+    assert weights[0, 7] > 0.5
+    with torch.no_grad():
+        attend.log_scale.zero_()  # scale 1: a softmax over raw cosines, as before the scale existed
+    assert attend(query, keys)[0, 7] < 0.1  # nearly uniform (1/49 = 0.02 each)
 
 
 @pytest.mark.parametrize("name", TOYS)
@@ -117,7 +144,7 @@ def test_avqa_padding_does_not_change_the_answer(name):
         alone = model.forward_head(feats, question=question[:, :3])["logits"][0]
     torch.testing.assert_close(out["logits"], out_padded["logits"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out["logits"][0], alone, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["match_logits"], model.head.matching_logits(feats, model.encoder))
+    torch.testing.assert_close(out["match_logits"], out_padded["match_logits"])  # matching ignores the question
 
 
 @pytest.mark.parametrize("name", TOYS)
@@ -131,7 +158,7 @@ def test_avqa_several_questions_per_clip_equal_one_at_a_time(name):
         single = [model.forward_head(feats, question=questions[:, k])["logits"] for k in range(3)]
     assert out["logits"].shape == (2, 3, 42)
     torch.testing.assert_close(out["logits"], torch.stack(single, dim=1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["match_logits"], model.head.matching_logits(feats, model.encoder))
+    torch.testing.assert_close(out["match_logits"], model.forward_head(feats, question=questions[:, 0])["match_logits"])
 
 
 def test_avqa_question_is_required_and_checked():

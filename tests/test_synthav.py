@@ -191,7 +191,6 @@ def test_dataset_items_for_each_task() -> None:
     q = avqa.clip(3).question
     assert item["qtype"] == q.qtype and avqa.answer_vocab[int(item["answer"])] == q.answer
     assert item["question"].shape == (14,) and item["question"][0] > 1
-    assert item["video_neg"].shape == item["video"].shape and not torch.equal(item["video_neg"], item["video"])
     assert avqa.num_classes == len(avqa.answer_vocab)
     batch = torch.utils.data.default_collate([avqa[0], avqa[1]])
     assert batch["video"].shape == (2, 10, 3, 48, 48) and len(batch["qtype"]) == 2
@@ -216,13 +215,13 @@ def test_scene_questions_are_true_of_the_scene_and_spread_over_answers(clips: li
 
 
 def test_several_questions_per_clip_start_with_the_clips_own() -> None:
-    avqa = SynthAV(0, 4, "avqa", PRE, questions=5, negatives=False)
+    avqa = SynthAV(0, 4, "avqa", PRE, questions=5)
     item, own = avqa[2], avqa.clip(2).question
     assert item["question"].shape == (5, 14) and item["answer"].shape == (5,) and len(item["qtype"]) == 5
     assert torch.equal(item["question"][0], avqa.question_vocab.encode(own.text))
     assert avqa.answer_vocab[int(item["answer"][0])] == own.answer and item["qtype"][0] == own.qtype
     assert torch.equal(avqa[2]["question"], item["question"])  # deterministic
-    spec = build_dataset("synthav:seed=0,n=4,questions=5,negatives=0", "avqa", "train", PRE)
+    spec = build_dataset("synthav:seed=0,n=4,questions=5", "avqa", "train", PRE)
     assert torch.equal(spec[2]["answer"], item["answer"])
     with pytest.raises(ValueError, match="AVQA option"):
         SynthAV(0, 4, "ave", PRE, questions=3)

@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from stgcma.config import PreprocessConfig
+from stgcma.data.spec import build_dataset
 from stgcma.train import TrainConfig, fit
 from stgcma.train.distributed import GlobalBatchSampler
 from stgcma.train.loop import cosine_with_warmup
@@ -54,6 +56,8 @@ def test_cosine_schedule():
     assert cosine_with_warmup(3, 4, 20) == pytest.approx(1.0)
     assert cosine_with_warmup(12, 4, 20) == pytest.approx(0.5)
     assert cosine_with_warmup(20, 4, 20) == pytest.approx(0.0)
+    assert cosine_with_warmup(20, 4, 20, floor=0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(12, 4, 20, floor=0.1) == pytest.approx(0.55)
 
 
 def test_fit_writes_a_complete_run_folder(tmp_path):
@@ -78,7 +82,6 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
 
 
 def test_avqa_trains_on_several_questions_per_clip_and_validates_on_one(tmp_path):
-    from stgcma.data.spec import build_dataset
     from stgcma.model import create_model
     from stgcma.train.loop import _collate
     from stgcma.train.tasks import Evaluator, TaskLoss
@@ -90,7 +93,7 @@ def test_avqa_trains_on_several_questions_per_clip_and_validates_on_one(tmp_path
     assert len(rows) == 1 and 0.0 <= float(rows[0]["val_select"]) <= 1.0
 
     model = create_model("vit-test", ["head.task=avqa", "head.dropout=0.0", "adapter.drop_path=0.0"]).eval()
-    data = build_dataset("synthav:seed=0,n=2,questions=3,negatives=0", "avqa", "train", model.config.preprocess)
+    data = build_dataset("synthav:seed=0,n=2,questions=3", "avqa", "train", model.config.preprocess)
     batch = _collate("avqa")([data[0], data[1]])
     with torch.no_grad():
         loss, logits = TaskLoss(model, "avqa", match_weight=0.0)(batch)
@@ -183,3 +186,17 @@ def test_recalibrate_batchnorm_matches_data_statistics():
     assert used == 4 and not bn.training
     torch.testing.assert_close(bn.running_mean, values.mean(0))
     assert bn.momentum == 0.1
+
+
+def test_fresh_synthav_draws_new_clips_every_epoch():
+    data = build_dataset("synthav:seed=0,n=4,fresh=1", "ave", "train", PreprocessConfig(image_size=32))
+    sampler = GlobalBatchSampler(len(data), 2, seed=0, offset=data.epoch_offset)
+    seen = []
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        seen.append(sorted(i for batch in sampler for i in batch))
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert data[5]["id"] != data[1]["id"]  # index 5 is a clip of its own, not clip 1 again
+    fixed = build_dataset("synthav:seed=0,n=4", "ave", "train", PreprocessConfig(image_size=32))
+    with pytest.raises(IndexError):
+        fixed[4]

@@ -8,8 +8,8 @@ Items are dicts of tensors (collated by the default ``DataLoader`` collate):
 - ``"avs"``: ``mask`` float (T, S, S) in {0, 1} at ``preprocess.image_size``; ``mask_valid`` bool
   (T,), False where no ground-truth mask exists (AVSBench S4 train has only the first).
 - ``"avqa"``: ``question`` long (max_len,) token ids padded with 0 (1 = ``<unk>``), ``answer`` long
-  scalar, ``qtype`` str such as ``"Audio-Visual/Existential"``, ``video_neg`` float (T, 3, S, S):
-  the frames of another clip for the audio-visual matching loss.
+  scalar, ``qtype`` str such as ``"Audio-Visual/Existential"``. (The audio-visual matching loss pairs a
+  clip's audio with another clip of the same batch, so items carry no negative frames.)
 
 Metadata: ``num_classes`` is the size of the task head's output and ``class_names`` names those
 outputs: the events plus ``"background"`` (AVE), ``["sounding"]`` (AVS, one binary mask) or the
@@ -32,7 +32,7 @@ TASKS = ("ave", "avs", "avqa")
 ITEM_KEYS = {
     "ave": ("video", "audio", "id", "label"),
     "avs": ("video", "audio", "id", "mask", "mask_valid"),
-    "avqa": ("video", "audio", "id", "question", "answer", "qtype", "video_neg"),
+    "avqa": ("video", "audio", "id", "question", "answer", "qtype"),
 }
 AVS_CLASS_NAMES = ["sounding"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from stgcma.config import PreprocessConfig
@@ -64,24 +63,19 @@ class MusicAVQADataset(AVDataset):
         root: the dataset folder.
         split: ``"train"``, ``"val"`` or ``"test"``.
         preprocess: how clips become tensors (T = ``num_segments``, 10).
-        negatives: decode another clip's frames as ``video_neg`` (doubles decoding).
         question_vocab: vocabulary to use (e.g. the one stored with a checkpoint) instead of
             building it from ``avqa-train.json``.
         check_files: verify at construction that every video exists.
-        seed: picks the negative clip of each item.
     """
 
     task = "avqa"
 
     def __init__(self, root: str | Path, split: str = "train", preprocess: PreprocessConfig | None = None,
-                 negatives: bool = True, question_vocab: Vocab | None = None, check_files: bool = True,
-                 seed: int = 0) -> None:
+                 question_vocab: Vocab | None = None, check_files: bool = True) -> None:
         self.root = find_avqa_root(root) or Path(root)
         self.split = split
         self.preprocess = preprocess or PreprocessConfig()
         self.num_segments = self.preprocess.num_segments
-        self.negatives = negatives
-        self.seed = seed
         what = f"MUSIC-AVQA folder {self.root}"
         split_json = _json_path(self.root, split)
         require([split_json], what, LAYOUT)
@@ -123,15 +117,6 @@ class MusicAVQADataset(AVDataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def negative_video_id(self, index: int) -> str:
-        """A video other than item ``index``'s, fixed per (seed, index)."""
-        own = self.records[index].video_id
-        others = len(self.video_ids) - 1
-        if others <= 0:
-            return own
-        pick = int(np.random.default_rng([self.seed, index]).integers(others))
-        return [v for v in self.video_ids if v != own][pick]
-
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         record = self.records[index]
         T = self.num_segments
@@ -144,8 +129,4 @@ class MusicAVQADataset(AVDataset):
             "answer": torch.tensor(self.answer_index[record.answer], dtype=torch.long),
             "qtype": record.qtype,
         }
-        if self.negatives:
-            neg, _ = load_video_segments(self.video_path(self.negative_video_id(index)), self.preprocess, T,
-                                         spread=True)
-            item["video_neg"] = neg
         return item

@@ -36,7 +36,7 @@ SYNTHAV_OPTIONS: dict[str, type] = {
     "segments": int,
     "classes": int,
     "size": int,
-    "negatives": bool,
+    "fresh": bool,
     "questions": int,
     **{f.name: typing.get_type_hints(SynthConfig)[f.name] for f in dataclasses.fields(SynthConfig)
        if f.name not in ("num_segments", "num_classes", "mode", "sample_rate", "decidable_event")},

@@ -9,7 +9,7 @@ step, and DDP's gradient averaging makes their updates equal.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -60,10 +60,14 @@ def mean_across(value: torch.Tensor) -> torch.Tensor:
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
-    """Yields this rank's slice of each global batch; the last incomplete global batch is dropped."""
+    """Yields this rank's slice of each global batch; the last incomplete global batch is dropped.
+
+    ``offset(epoch)`` (e.g. a fresh-per-epoch dataset's ``epoch_offset``) is added to every index, so
+    epoch ``e`` can draw items ``offset(e) .. offset(e) + size - 1`` of an endless dataset.
+    """
 
     def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, offset: Callable[[int], int] | None = None) -> None:
         if batch_size % world_size:
             raise ValueError(f"global batch {batch_size} is not divisible by {world_size} processes")
         if size < batch_size:
@@ -71,6 +75,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.epoch = 0
+        self.offset = offset
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -84,6 +89,9 @@ class GlobalBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.size, generator=gen).tolist()
         else:
             order = list(range(self.size))
+        if self.offset is not None:
+            base = self.offset(self.epoch)
+            order = [base + i for i in order]
         local = self.batch_size // self.world_size
         for b in range(len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]

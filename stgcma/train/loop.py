@@ -97,12 +97,12 @@ def _param_groups(model: STGCMAModel, cfg: TrainConfig) -> list[dict[str, Any]]:
     return [{"params": rest, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_scale}]
 
 
-def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
-    """Learning-rate factor: linear warm-up to 1, then cosine decay to 0 (per iteration)."""
+def cosine_with_warmup(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
+    """Learning-rate factor: linear warm-up to 1, then cosine decay to ``floor`` (per iteration)."""
     if step < warmup:
         return (step + 1) / max(warmup, 1)
     progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -210,7 +210,8 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
         if cfg.batch_size % (world_size * cfg.accum_steps):
             raise TrainingError(f"batch_size={cfg.batch_size} (samples per optimizer step) must be divisible by "
                                 f"processes x accum_steps = {world_size} x {cfg.accum_steps}")
-        sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world_size)
+        sampler = GlobalBatchSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world_size,
+                                     offset=getattr(train_set, "epoch_offset", None))
         loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                             worker_init_fn=worker_init if cfg.num_workers else None,
                             persistent_workers=cfg.num_workers > 0,
@@ -223,7 +224,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
                                      weight_decay=cfg.weight_decay)
         warmup = int(cfg.warmup_epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: cosine_with_warmup(step, warmup, total_steps))
+            optimizer, lambda step: cosine_with_warmup(step, warmup, total_steps, cfg.min_lr_ratio))
         amp_dtype = _amp_dtype(cfg, device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         loss_module = TaskLoss(model, cfg.task, cfg.match_weight, cfg.avs_dice_weight)

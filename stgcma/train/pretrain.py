@@ -29,7 +29,7 @@ from stgcma.backbones import source_model
 from stgcma.config import BackboneConfig, PreprocessConfig
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.render import object_mask, render_frames, segment_times
-from stgcma.data.synthav.scene import SynthConfig
+from stgcma.data.synthav.scene import NUM_MUSIC_CLASSES, SynthConfig
 from stgcma.data.synthav.styles import class_styles
 from stgcma.media.features import frames_to_tensor
 
@@ -38,10 +38,11 @@ class SynthFrames(Dataset):
     """Single SynthAV frames with a class-index map (0 = background, 1 + k = class k) per pixel."""
 
     def __init__(self, seed: int, n_clips: int, preprocess: PreprocessConfig, classes: int = 8,
-                 frames_per_clip: int = 4) -> None:
+                 frames_per_clip: int = 4, world: str = "shapes") -> None:
         self.seed, self.n_clips, self.pre = seed, n_clips, preprocess
         self.frames_per_clip = frames_per_clip
-        self.config = SynthConfig(num_segments=10, num_classes=classes, sample_rate=preprocess.sample_rate)
+        self.config = SynthConfig(num_segments=10, num_classes=classes, sample_rate=preprocess.sample_rate,
+                                  world=world)
         self.styles = class_styles(classes)
         self.classes = classes
 
@@ -88,17 +89,20 @@ def patch_targets(labels: torch.Tensor, patch: int, classes: int) -> torch.Tenso
 def pretrain_backbone(out: str | Path, backbone: str = "synth-vit", preprocess: PreprocessConfig | None = None,
                       seed: int = 1000, n_clips: int = 2000, epochs: int = 6, batch_size: int = 64,
                       lr: float = 1e-3, device: str = "cpu", progress: bool = True,
-                      num_workers: int = 0) -> PretrainResult:
-    """Train the backbone on SynthAV frames and save its timm state dict to ``out`` (safetensors)."""
+                      num_workers: int = 0, world: str = "shapes", classes: int | None = None) -> PretrainResult:
+    """Train the backbone on SynthAV frames of ``world`` and save its timm state dict to ``out`` (safetensors).
+
+    ``classes`` defaults to the world's full class set (8 shapes, every music-bank class).
+    """
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     pre = preprocess or PreprocessConfig(image_size=112)
     model = source_model(BackboneConfig(name=backbone)).train().to(device)
     model.requires_grad_(True)
-    classes = 8
+    classes = classes or (NUM_MUSIC_CLASSES if world == "music" else 8)
     heads = PretrainHeads(model.embed_dim, classes).to(device)
-    data = SynthFrames(seed, n_clips, pre, classes)
+    data = SynthFrames(seed, n_clips, pre, classes, world=world)
     from stgcma.train.loop import worker_init
 
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,

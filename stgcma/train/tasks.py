@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stgcma.heads import AVQAHead
 from stgcma.metrics import AVQAAccuracy, AVSMetrics
 
 SELECT_KEY = {"ave": "accuracy", "avs": "miou", "avqa": "accuracy"}
@@ -62,19 +63,9 @@ class TaskLoss(nn.Module):
                 loss = loss + self.dice_weight * soft_dice_loss(mask_logits, batch["mask"], batch["mask_valid"])
         else:
             loss = F.cross_entropy(logits.flatten(0, -2).float(), batch["answer"].flatten())  # Q per clip or one
-            if self.match_weight and "video_neg" in batch:
-                loss = loss + self.match_weight * self._matching_loss(batch, out)
+            if self.match_weight and "match_neg_logits" in out:
+                loss = loss + self.match_weight * AVQAHead.matching_loss(out["match_logits"], out["match_neg_logits"])
         return loss, logits
-
-    def _matching_loss(self, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Audio-visual matching (AVST): the clip's own frames vs another clip's, with the same audio."""
-        model = self.model
-        pos = out["match_logits"]  # (B*T, 2)
-        neg_feats = model.forward_features(batch["video_neg"], batch["audio"])
-        neg = model.head.matching_logits(neg_feats, model.encoder)  # (B*T, 2)
-        logits = torch.cat([pos, neg]).float()
-        target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long().to(logits.device)
-        return F.cross_entropy(logits, target)
 
 
 class Evaluator:

@@ -36,7 +36,8 @@ class SynthAV(AVDataset):
         segments: T; defaults to ``preprocess.num_segments``.
         classes: number of object classes K (AVE has K + 1 labels with background).
         size: render side in pixels before preprocessing; defaults to ``preprocess.image_size``.
-        negatives: add ``video_neg`` (frames of another clip) to AVQA items.
+        fresh: training on endless data: clip ``i`` of epoch ``e`` (1-based) is clip ``(e - 1) * n + i``
+            of the world, so no clip is seen twice (:meth:`epoch_offset`, used by the trainer's sampler).
         question_vocab: vocabulary to encode questions with (e.g. a checkpoint's); default: every
             word SynthAV questions can contain.
         questions: AVQA questions per clip. 1 (default): the clip's own answer-balanced question,
@@ -49,7 +50,7 @@ class SynthAV(AVDataset):
     def __init__(self, seed: int = 0, n: int = 1000, task: str = "ave",
                  preprocess: PreprocessConfig | None = None, mode: Mode = "ms3", split: str = "train",
                  segments: int | None = None, classes: int = 8, size: int | None = None,
-                 negatives: bool = True, question_vocab: Vocab | None = None, questions: int = 1,
+                 fresh: bool = False, question_vocab: Vocab | None = None, questions: int = 1,
                  **world: float | int) -> None:
         self.task = check_task(task)
         split_id(split)
@@ -68,7 +69,7 @@ class SynthAV(AVDataset):
         if self.preprocess.segment_seconds != 1.0:
             raise ValueError("SynthAV segments are one second long; set preprocess.segment_seconds=1.0")
         self.size = int(size or self.preprocess.image_size)
-        self.negatives = negatives
+        self.fresh = bool(fresh)
         self.styles = class_styles(classes)
         self.object_names = question_names(classes, self.config.world)
         self.answer_vocab = answers(self.config)
@@ -86,7 +87,7 @@ class SynthAV(AVDataset):
 
     def clip(self, index: int) -> Clip:
         """The scene and question of clip ``index`` (no rendering)."""
-        if not 0 <= index < self.n:
+        if index < 0 or (index >= self.n and not self.fresh):
             raise IndexError(f"clip index {index} out of range [0, {self.n})")
         return make_clip(self.seed, index, self.config, self.split)
 
@@ -102,12 +103,9 @@ class SynthAV(AVDataset):
         rng = clip_rng(self.seed, self.split, clip.index, stream=2)
         return [clip.question, *scene_questions(rng, clip.scene, self.object_names, extra)]
 
-    def negative_index(self, index: int) -> int:
-        """Another clip for the matching loss: a different index of this set (or clip ``n`` if n = 1)."""
-        if self.n == 1:
-            return 1
-        pick = int(clip_rng(self.seed, self.split, index, stream=1).integers(self.n - 1))
-        return pick if pick < index else pick + 1
+    def epoch_offset(self, epoch: int) -> int:
+        """First clip index of 1-based ``epoch``: ``(epoch - 1) * n`` when ``fresh``, else 0."""
+        return max(epoch - 1, 0) * self.n if self.fresh else 0
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         clip = self.clip(index)
@@ -130,8 +128,5 @@ class SynthAV(AVDataset):
                 item.update(question=question[0], answer=answer[0], qtype=qs[0].qtype)
             else:
                 item.update(question=question, answer=answer, qtype=[q.qtype for q in qs])
-            if self.negatives:
-                neg = make_clip(self.seed, self.negative_index(index), self.config, self.split)
-                item["video_neg"] = frames_to_tensor(self.frames(neg), cfg)  # (T, 3, S, S)
         return item
 

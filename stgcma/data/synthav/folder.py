@@ -118,12 +118,11 @@ class SynthAVFolder(AVDataset):
         root: the folder.
         task: ``"ave"``, ``"avs"`` or ``"avqa"`` (its label file must exist).
         preprocess: tensor preprocessing; ``num_segments`` must not exceed the clips' length.
-        negatives: add ``video_neg`` (another clip's frames) to AVQA items.
         question_vocab: vocabulary to encode questions with (e.g. a checkpoint's).
     """
 
     def __init__(self, root: str | Path, task: str = "ave", preprocess: PreprocessConfig | None = None,
-                 negatives: bool = True, question_vocab: Vocab | None = None) -> None:
+                 question_vocab: Vocab | None = None) -> None:
         self.root = Path(root)
         self.task = check_task(task)
         what = f"SynthAV folder {self.root}"
@@ -134,7 +133,6 @@ class SynthAVFolder(AVDataset):
         self.rows = json.loads((self.root / f"{task}.json").read_text())
         self.preprocess = preprocess or PreprocessConfig()
         self.num_segments = int(self.meta["config"]["num_segments"])
-        self.negatives = negatives
         display = list(self.meta["class_names"])
         self.object_names = list(self.meta.get("question_names", display))  # older folders: one name list
         self.answer_vocab = list(self.meta["answer_vocab"])
@@ -150,13 +148,6 @@ class SynthAVFolder(AVDataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def negative_index(self, index: int) -> int:
-        """Another row for the matching loss, fixed per index (the row itself when there is one)."""
-        count = len(self.rows)
-        if count == 1:
-            return index
-        return (index + 1 + (index * 7919) % (count - 1)) % count
-
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         row = self.rows[index]
         cfg = self.preprocess
@@ -171,7 +162,4 @@ class SynthAVFolder(AVDataset):
             item["question"] = self.question_vocab.encode(row["question"])
             item["answer"] = torch.tensor(self.answer_vocab.index(row["answer"]), dtype=torch.long)
             item["qtype"] = "/".join(row["type"])
-            if self.negatives:
-                other = self.rows[self.negative_index(index)]
-                item["video_neg"], _ = load_video_segments(self.root / other["video"], cfg, self.num_segments)
         return item
