@@ -250,7 +250,8 @@ class AVSHead(TaskHead):
             PyramidLevel(d, channels, s, normed=t == self.last_block)
             for d, s, t in zip(dims, scales, self.level_taps, strict=True)
         )
-        self.audio_proj = nn.Sequential(nn.LayerNorm(2 * encoder.embed_dim), nn.Linear(2 * encoder.embed_dim, audio_dim))
+        width = 2 * encoder.embed_dim  # pooled_audio: [mean, max]
+        self.audio_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, audio_dim))
         self.tpavi = nn.ModuleList(TPAVI(channels, audio_dim) for _ in scales)
         self.refine = nn.ModuleList(RefineBlock(channels, lateral=k < len(scales) - 1) for k in range(len(scales)))
         self.output = MaskOutput(channels)

@@ -200,3 +200,23 @@ def test_fresh_synthav_draws_new_clips_every_epoch():
     fixed = build_dataset("synthav:seed=0,n=4", "ave", "train", PreprocessConfig(image_size=32))
     with pytest.raises(IndexError):
         fixed[4]
+
+
+@pytest.mark.slow
+def test_study_runs_every_seed_and_reports_mean_and_std(tmp_path):
+    from stgcma.checkpoint import DEFAULT_DIR
+    from stgcma.train.study import StudyBudget, markdown_table, run_study
+
+    if not (DEFAULT_DIR / "backbone" / "model.safetensors").exists():
+        pytest.skip("no embedded default backbone")
+    budget = StudyBudget(n_train=8, n_val=8, n_test=8, epochs=1, seeds=2)
+    only = ["stgcma-tiny (T+S+G)", "linear-probe"]
+    results = run_study(tmp_path / "study", ("ave",), budget, only=only)
+    for name in only:
+        row = results["ave"][name]
+        assert [r["seed"] for r in row["runs"]] == [0, 1] and row["n"] == 2
+        assert row["mean"] == pytest.approx(sum(r["test"] for r in row["runs"]) / 2)
+    assert results["ave"]["linear-probe"]["trainable"] < results["ave"]["stgcma-tiny (T+S+G)"]["trainable"]
+    assert "+- " in markdown_table(results) and (tmp_path / "study" / "study.md").exists()
+    again = run_study(tmp_path / "study", ("ave",), budget, only=only)  # resumes: nothing left to run
+    assert again["ave"]["linear-probe"]["runs"] == results["ave"]["linear-probe"]["runs"]

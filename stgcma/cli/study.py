@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-train", type=int, default=b.n_train)
     parser.add_argument("--n-test", type=int, default=b.n_test)
     parser.add_argument("--epochs", type=int, default=b.epochs)
+    parser.add_argument("--seeds", type=int, default=b.seeds, help="training seeds per variant (mean +- std)")
+    parser.add_argument("--world", default=b.world, help="SynthAV world options, e.g. world=shapes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=0)
 
@@ -26,7 +28,10 @@ def run(args: argparse.Namespace) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if any(t not in ("ave", "avs", "avqa") for t in tasks):
         raise UserError(f"--tasks takes ave, avs, avqa; got {args.tasks!r}")
-    budget = StudyBudget(n_train=args.n_train, n_test=args.n_test, epochs=args.epochs)
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    budget = StudyBudget(n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, seeds=args.seeds,
+                         world=args.world)
     try:
         results = run_study(args.out, tasks, budget, args.only, args.device, args.workers)
     except FileNotFoundError as err:

@@ -1,21 +1,23 @@
 """The SynthAV study: STG-CMA against its baselines and its own stage ablation, on one frozen small backbone.
 
 A miniature of the paper's claims (``python -m stgcma study``): on the embedded default's backbone
-(``synth-vit``, pretrained on SynthAV frames only), train every variant below with the same budget,
-then evaluate once on a fresh test seed:
+(``synth-vit``, pretrained on SynthAV Music frames only), train every variant below with the same
+budget and several training seeds (fresh clips every epoch), then evaluate each run once on the same
+large fresh test set (rendered once per task and kept in memory):
 
 - STG-CMA with the tiny and base adapter ratios;
 - the LAVISH-style adapter (parallel adapters, latent-token exchange; K per task as in LAVISH);
 - a linear probe (frozen backbone + task head) and full fine-tuning;
 - the stage ablation T, S, G, T+S, T+G, S+G (T+S+G is STG-CMA base).
 
-Results go to ``OUT/study.json`` and ``OUT/study.md`` (a table with trainable parameters and the
-task metric per variant).
+Results go to ``OUT/study.json`` (every run) and ``OUT/study.md`` (mean +- std over seeds and the
+trainable parameters per variant). Reruns resume: finished (variant, seed) runs are kept.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +29,12 @@ from stgcma.train.loop import evaluate, fit
 
 TASK_SETUP: dict[str, dict[str, Any]] = {
     "ave": {"world": "", "overrides": [], "metric": "accuracy", "lavish_tokens": 2, "train": {}},
-    "avs": {"world": ",mode=s4", "overrides": ["preprocess.num_segments=5", "head.avs_channels=64"],
+    "avs": {"world": "mode=s4", "overrides": ["preprocess.num_segments=5", "head.avs_channels=32"],
             "metric": "miou", "lavish_tokens": 16, "train": {"avs_dice_weight": 1.0}},
-    "avqa": {"world": "", "overrides": ["head.hidden=256", "head.avqa_embed=128"], "metric": "accuracy",
-             "lavish_tokens": 64, "train": {}},
+    "avqa": {"world": "questions=8", "overrides": ["head.hidden=256", "head.avqa_embed=128"],
+             "metric": "accuracy", "lavish_tokens": 64, "train": {}},
 }
+PAPER_ABLATION = "T+S+G 81.8 > T+G 81.5 > T+S 81.4 > T 80.8 > S+G 77.0 > S 76.5 > G 76.1 (AVS mIoU, paper Table 5)"
 
 
 def variants(lavish_tokens: int) -> dict[str, list[str]]:
@@ -55,19 +58,43 @@ def variants(lavish_tokens: int) -> dict[str, list[str]]:
 
 @dataclass
 class StudyBudget:
+    """Per run: ``epochs`` x ``n_train`` fresh clips; every run is tested on the same ``n_test`` clips."""
+
     n_train: int = 200
     n_val: int = 50
-    n_test: int = 100
+    n_test: int = 1000
     epochs: int = 3
+    seeds: int = 3
     batch_size: int = 8
     lr: float = 2e-3
     full_finetune_lr: float = 1e-4
+    world: str = "world=music,classes=14"
+
+
+def _spec(seed: int, n: int, *options: str) -> str:
+    return ",".join([f"synthav:seed={seed},n={n}", *filter(None, options)])
+
+
+def _cached_test_set(task: str, budget: StudyBudget, preprocess: Any) -> list[dict[str, Any]]:
+    """The task's test clips rendered once (a list of items works as a map-style dataset)."""
+    from stgcma.data.spec import build_dataset
+
+    world = TASK_SETUP[task]["world"].replace("questions=8", "")  # test: each clip's own question
+    data = build_dataset(_spec(402, budget.n_test, budget.world, world), task, "test", preprocess)
+    return [data[i] for i in range(len(data))]
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean and sample standard deviation of the runs' test metric."""
+    values = [r["test"] for r in runs]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
 
 
 def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "avs", "avqa"),
               budget: StudyBudget | None = None, only: list[str] | None = None, device: str = "cpu",
               num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Train and test every variant for every task; returns (and writes) the results."""
+    """Train and test every variant x seed for every task; returns (and writes) the results."""
     budget = budget or StudyBudget()
     out = Path(out)
     backbone = DEFAULT_DIR / "backbone" / "model.safetensors"
@@ -78,40 +105,43 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
     results["budget"] = budget.__dict__
     for task in tasks:
         setup = TASK_SETUP[task]
+        test = None
         for name, overrides in variants(setup["lavish_tokens"]).items():
             if only and name not in only:
                 continue
-            if name in results.get(task, {}):
-                continue  # finished earlier: the study resumes where it stopped
-            start = time.time()
-            full = "full_finetune" in " ".join(overrides)
-            cfg = TrainConfig(task=task, preset="synth-vit",
-                              data=f"synthav:seed=400,n={budget.n_train}{setup['world']}",
-                              val_data=f"synthav:seed=401,n={budget.n_val}{setup['world']}",
-                              out=str(out / task / name.replace(" ", "_").replace("+", "")),
-                              epochs=budget.epochs, batch_size=budget.batch_size,
-                              lr=budget.full_finetune_lr if full else budget.lr, head_lr_scale=1.0,
-                              warmup_epochs=0.5, seed=0, device=device, num_workers=num_workers, **setup["train"])
-            summary = fit(cfg, [f"backbone.pretrained={backbone.resolve()}", *setup["overrides"], *overrides],
-                          progress=progress)
-            model, _ = load_model(Path(summary["run"]) / summary["selected"], device=device)
-            from stgcma.data.spec import build_dataset
-
-            test = build_dataset(f"synthav:seed=402,n={budget.n_test}{setup['world']}", task, "test",
-                                 model.config.preprocess)
-            metrics = evaluate(model, test, task, batch_size=8, device=device, num_workers=num_workers)
-            counts = model.parameter_counts()
-            results.setdefault(task, {})[name] = {
-                "trainable": counts["trainable"], "total": counts["total"], "metric": setup["metric"],
-                "test": metrics[setup["metric"]], "seconds": time.time() - start, "overrides": overrides,
-            }
-            atomic_write_bytes(results_path, json.dumps(results, indent=2).encode())
+            entry = results.setdefault(task, {}).setdefault(name, {"metric": setup["metric"], "runs": []})
+            done = {r["seed"] for r in entry["runs"]}
+            for seed in range(budget.seeds):
+                if seed in done:
+                    continue  # finished earlier: the study resumes where it stopped
+                start = time.time()
+                full = "full_finetune" in " ".join(overrides)
+                cfg = TrainConfig(task=task, preset="synth-vit",
+                                  data=_spec(400, budget.n_train, budget.world, setup["world"], "fresh=1"),
+                                  val_data=_spec(401, budget.n_val, budget.world,
+                                                 setup["world"].replace("questions=8", "")),
+                                  out=str(out / task / name.replace(" ", "_").replace("+", "") / f"seed{seed}"),
+                                  epochs=budget.epochs, batch_size=budget.batch_size,
+                                  lr=budget.full_finetune_lr if full else budget.lr, head_lr_scale=1.0,
+                                  warmup_epochs=0.5, seed=seed, device=device, num_workers=num_workers,
+                                  **setup["train"])
+                summary = fit(cfg, [f"backbone.pretrained={backbone.resolve()}", *setup["overrides"], *overrides],
+                              progress=progress)
+                model, _ = load_model(Path(summary["run"]) / summary["selected"], device=device)
+                if test is None:
+                    test = _cached_test_set(task, budget, model.config.preprocess)
+                metrics = evaluate(model, test, task, batch_size=8, device=device)
+                counts = model.parameter_counts()
+                entry.update(trainable=counts["trainable"], total=counts["total"], overrides=overrides)
+                entry["runs"].append({"seed": seed, "test": metrics[setup["metric"]], "seconds": time.time() - start})
+                entry.update(summarise(entry["runs"]))
+                atomic_write_bytes(results_path, json.dumps(results, indent=2).encode())
     atomic_write_bytes(out / "study.md", markdown_table(results).encode())
     return results
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """One row per variant, one column pair (trainable, metric) per task."""
+    """One row per variant, one column pair (trainable, metric mean +- std over seeds) per task."""
     tasks = [t for t in TASK_SETUP if t in results]
     names: list[str] = []
     for t in tasks:
@@ -122,6 +152,9 @@ def markdown_table(results: dict[str, Any]) -> str:
         cells = []
         for t in tasks:
             row = results[t].get(name)
-            cells += [f"{row['trainable'] / 1e6:.3f}M", f"{row['test']:.3f}"] if row else ["", ""]
+            if row and row.get("runs"):
+                cells += [f"{row['trainable'] / 1e6:.3f}M", f"{row['mean']:.3f} +- {row['std']:.3f} (n={row['n']})"]
+            else:
+                cells += ["", ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
