@@ -1,0 +1,60 @@
+"""The shipped AVQA default answers from the clip, not from the question alone.
+
+On fresh SynthAV Music test clips: giving each clip another clip's soundtrack changes many answers
+to audio questions, and playing the clip backwards (both streams, segment order reversed) changes
+many answers to temporal questions. A head that read only the question, or that pooled the segments
+without knowing their order, would change none.
+"""
+
+import pytest
+import torch
+
+from stgcma.checkpoint import DEFAULT_DIR, load_model
+from stgcma.data.spec import build_dataset
+from stgcma.train.loop import _collate
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "avqa").is_dir(), reason="no embedded AVQA default")
+N = 96
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    torch.set_num_threads(2)
+    model, meta = load_model(DEFAULT_DIR / "avqa")
+    model.eval()
+    from stgcma.data.vocab import Vocab
+
+    vocab = Vocab(meta["question_vocab"][2:], meta["question_max_len"])  # stored with <pad>, <unk> first
+    data = build_dataset(f"synthav:seed=301,n={N},world=music,classes=14,questions=8", "avqa", "test",
+                         model.config.preprocess, question_vocab=vocab)
+    assert list(data.answer_vocab) == list(meta["answer_vocab"])
+    return model, _collate("avqa")([data[i] for i in range(N)])
+
+
+def _answers(model, video, audio, question):
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(video), 16):
+            part = slice(start, start + 16)
+            out.append(model(video[part], audio[part], question=question[part])["logits"].argmax(-1))
+    return torch.cat(out)  # (N, Q)
+
+
+def _share_changed(before, after, qtypes, prefix):
+    mask = torch.tensor([[q.startswith(prefix) for q in row] for row in qtypes])
+    assert mask.sum() >= 40, "too few questions of this kind to measure"
+    return float((before != after)[mask].float().mean())
+
+
+def test_other_clips_audio_changes_answers_to_audio_questions(model_and_batch):
+    model, batch = model_and_batch
+    own = _answers(model, batch["video"], batch["audio"], batch["question"])
+    swapped = _answers(model, batch["video"], batch["audio"].roll(1, dims=0), batch["question"])
+    assert _share_changed(own, swapped, batch["qtype"], "Audio/") > 0.2
+
+
+def test_reversed_segment_order_changes_answers_to_temporal_questions(model_and_batch):
+    model, batch = model_and_batch
+    own = _answers(model, batch["video"], batch["audio"], batch["question"])
+    backwards = _answers(model, batch["video"].flip(1), batch["audio"].flip(1), batch["question"])
+    assert _share_changed(own, backwards, batch["qtype"], "Audio-Visual/Temporal") > 0.2
