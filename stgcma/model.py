@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from stgcma.adapters import AdapterModule, BottleneckCrossAttention, StreamNorm, TemporalEmbedding
 from stgcma.backbones import SwinTrunk, ViTTrunk, audio_grid, build_trunk, check_preprocess, num_params
@@ -79,6 +80,7 @@ class AudioVisualEncoder(nn.Module):
         self.norm_v = StreamNorm(dim, self.trunk.norm)
         self.norm_a = StreamNorm(dim, self.trunk.norm)
         self.embed_dim = dim
+        self.checkpointing = False  # recompute each block in the backward pass (less memory, more time)
         self.stage_ends = np.cumsum([len(s.blocks) for s in self.trunk.stages]).astype(int) - 1
         self.stage_ends = [int(e) for e in self.stage_ends]
 
@@ -129,7 +131,10 @@ class AudioVisualEncoder(nn.Module):
             xa, grid_a = stage.merge(xa, grid_a)
             ctx = StreamContext(B, T, grid_v, grid_a)
             for frozen in stage.blocks:
-                xv, xa = self.blocks[i](frozen, xv, xa, ctx)
+                if self.checkpointing and torch.is_grad_enabled():
+                    xv, xa = checkpoint(self.blocks[i], frozen, xv, xa, ctx, use_reentrant=False)
+                else:
+                    xv, xa = self.blocks[i](frozen, xv, xa, ctx)
                 if i in taps:
                     intermediates.append((xv, xa, grid_v))
                 i += 1

@@ -197,3 +197,27 @@ def test_bad_configs_are_explained():
         create_model("swin-test", {"adapter.ratio": [0.1, 0.1, 0.1]})
     with pytest.raises(ConfigError, match="empty bottleneck"):
         create_model("vit-test", {"adapter.ratio": 0.001})
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    model = create_model("vit-test").eval()  # no dropout, so both passes see the same function
+    video, audio = random_inputs(model.config)
+
+    def grads(checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        model.encoder.checkpointing = checkpointing
+        loss = model(video, audio)["logits"].square().mean()
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    calls = []
+    model.encoder.blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    plain_loss, plain = grads(False)
+    assert len(calls) == 1
+    ckpt_loss, ckpt = grads(True)
+    assert len(calls) == 3  # forward, then recomputed in the backward pass
+    torch.testing.assert_close(ckpt_loss, plain_loss)
+    assert plain.keys() == ckpt.keys() and plain
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], atol=1e-6, rtol=1e-5)

@@ -41,6 +41,7 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     grad_clip: float = 0.0
     min_lr_ratio: float = 0.0  # the cosine schedule ends at lr * min_lr_ratio instead of 0
+    checkpointing: bool = False  # activation checkpointing: recompute every block in backward (memory mode)
     avg_from: int | None = None
     match_weight: float = 0.5
     avs_dice_weight: float = 0.0  # reference: BCE only; a soft-Dice term helps small models on small objects
