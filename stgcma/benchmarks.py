@@ -135,3 +135,99 @@ def bench_synth(world: str = "music", size: int = 112, repeats: int = 20, segmen
         seconds.append(time.perf_counter() - start)
     return {"world": world, "size": size, "segments": segments, "clips": repeats,
             "clip_min": float(min(seconds)), "clip_median": float(np.median(seconds))}
+
+
+TRAIN_VARIANTS: dict[str, dict[str, object]] = {
+    "stgcma": {},
+    "stgcma_checkpointing": {"checkpointing": True},
+    "lavish": {"adapter.method": "lavish"},
+    "linear_probe": {"adapter.method": "linear_probe"},
+    "full_finetune": {"adapter.method": "full_finetune"},
+}
+
+
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def train_step_worker(preset: str, overrides: dict[str, object], batch: int, steps: int, device: str) -> dict:
+    """In THIS process: seconds per AVE training step (minimum over ``steps``) and peak memory of a step.
+
+    Peak memory: CUDA's max allocated bytes, or on CPU the process's peak RSS above its RSS just before
+    the first step (model, optimizer and inputs already built), so one process measures one variant.
+    """
+    import resource
+
+    from stgcma.model import create_model
+
+    checkpointing = bool(overrides.pop("checkpointing", False))
+    model = create_model(preset, {"backbone.pretrained": None, **overrides}).train().to(device)
+    model.encoder.checkpointing = checkpointing
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, 1e-4)
+    pre = model.config.preprocess
+    T = pre.num_segments
+    video = torch.randn(batch, T, 3, pre.image_size, pre.image_size, device=device)
+    audio = torch.randn(batch, T, 1, pre.target_frames, pre.num_mel_bins, device=device)
+    label = torch.zeros(batch * T, dtype=torch.long, device=device)
+    cuda = device.startswith("cuda")
+    before = _rss_bytes()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    seconds = []
+    for _ in range(steps + 1):  # the first step (lazy allocations, Adam state) is not timed
+        start = time.perf_counter()
+        logits = model(video, audio)["logits"].flatten(0, 1)
+        torch.nn.functional.cross_entropy(logits, label).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return {"step_seconds": min(seconds[1:]), "peak_bytes": int(peak), "trainable": sum(p.numel() for p in params)}
+
+
+def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, rounds: int = 2,
+                device: str = "cpu") -> dict:
+    """Training-step time and peak memory of STG-CMA vs LAVISH, the linear probe, full fine-tuning and
+    STG-CMA with activation checkpointing: one fresh process per variant and round, rounds interleaved,
+    minimum kept. Returns per-variant numbers and the ratios."""
+    import json
+    import subprocess
+    import sys
+
+    rows: dict[str, dict] = {}
+    for _ in range(rounds):
+        for name, overrides in TRAIN_VARIANTS.items():
+            payload = json.dumps({"preset": preset, "overrides": overrides, "batch": batch, "steps": steps,
+                                  "device": device})
+            done = subprocess.run([sys.executable, "-m", "stgcma.benchmarks", payload], capture_output=True,
+                                  text=True, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            best = rows.setdefault(name, row)
+            best["step_seconds"] = min(best["step_seconds"], row["step_seconds"])
+            best["peak_bytes"] = min(best["peak_bytes"], row["peak_bytes"])
+    s, m = ({k: v[key] for k, v in rows.items()} for key in ("step_seconds", "peak_bytes"))
+    return {"preset": preset, "batch": batch, "device": device, "variants": rows,
+            "train_step_ratio_vs_lavish": s["stgcma"] / s["lavish"],
+            "train_memory_ratio_vs_full_ft": m["stgcma"] / m["full_finetune"],
+            "checkpointing_memory_ratio": m["stgcma_checkpointing"] / m["stgcma"],
+            "checkpointing_time_ratio": s["stgcma_checkpointing"] / s["stgcma"]}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    args = json.loads(sys.argv[1])
+    torch.manual_seed(0)
+    print(json.dumps(train_step_worker(args["preset"], dict(args["overrides"]), args["batch"], args["steps"],
+                                       args["device"])))

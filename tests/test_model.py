@@ -222,3 +222,16 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     assert plain.keys() == ckpt.keys() and plain
     for k in plain:
         torch.testing.assert_close(ckpt[k], plain[k], atol=1e-6, rtol=1e-5)
+
+
+def test_bench_train_reports_every_variant_and_the_ratios():
+    from stgcma.benchmarks import TRAIN_VARIANTS, bench_train
+
+    result = bench_train("vit-test", batch=1, steps=1, rounds=1)
+    assert set(result["variants"]) == set(TRAIN_VARIANTS)
+    for row in result["variants"].values():
+        assert row["step_seconds"] > 0 and row["trainable"] > 0
+    rows = result["variants"]
+    ratio = rows["stgcma_checkpointing"]["step_seconds"] / rows["stgcma"]["step_seconds"]
+    assert result["checkpointing_time_ratio"] == ratio
+    assert rows["linear_probe"]["trainable"] < rows["stgcma"]["trainable"] < rows["full_finetune"]["trainable"]

@@ -1,4 +1,4 @@
-"""``python -m stgcma bench {model,decode}``: speed benchmarks that print ratios."""
+"""``python -m stgcma bench {model,train,decode,synth}``: speed benchmarks that print ratios."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["model", "decode", "synth"], help="model: STG-CMA vs bare frozen tower; "
-                        "decode: media decoding vs one small-backbone forward; synth: SynthAV clip generation")
+    parser.add_argument("what", choices=["model", "train", "decode", "synth"],
+                        help="model: STG-CMA vs bare frozen tower; train: training step time and peak memory vs "
+                        "LAVISH, linear probe, full fine-tuning and activation checkpointing; decode: media decoding "
+                        "vs one small-backbone forward; synth: SynthAV clip generation")
     parser.add_argument("--preset", default=None, help="model preset (model: clip-b16-tiny; decode: embedded default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
@@ -27,6 +29,15 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "model":
         result = benchmarks.bench_model(args.preset or "clip-b16-tiny", batch=args.batch, repeats=args.repeats,
                                         device=args.device, dtype=getattr(torch, args.dtype))
+    elif args.what == "train":
+        result = benchmarks.bench_train(args.preset or "synth-vit", batch=args.batch, device=args.device)
+        variants = result.pop("variants")
+        if not args.json:
+            for name, row in variants.items():
+                print(f"{name:24s} {row['step_seconds']:8.3f} s/step {row['peak_bytes'] / 2**20:9.1f} MiB peak "
+                      f"{row['trainable'] / 1e6:8.3f}M trainable")
+        else:
+            result["variants"] = variants
     elif args.what == "synth":
         torch.set_num_threads(1)
         result = benchmarks.bench_synth(args.world, size=args.size, repeats=max(args.repeats, 20))
@@ -39,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(value, str | int):
                 print(f"{key:24s} {value}")
                 continue
-            unit = "" if key.startswith("ratio") or key in ("segments", "clips", "size") else " s"
+            unit = "" if "ratio" in key or key in ("segments", "clips", "size", "batch") else " s"
             print(f"{key:24s} {value:8.4f}{unit}")
     return 0
