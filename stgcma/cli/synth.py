@@ -3,6 +3,7 @@
 Example::
 
     python -m stgcma synth --out data/synthav --n 200 --seed 0 --task all --segments 10 --size 224
+    python -m stgcma synth --layout ave --out data/ave-rehearsal --n 40   # laid out like the real AVE
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from stgcma.cli import UserError
 from stgcma.data.synthav.clip import SPLITS
 from stgcma.data.synthav.folder import META, write_synthav
+from stgcma.data.synthav.layouts import LAYOUTS, PROVENANCE, write_layout
 from stgcma.data.synthav.scene import WORLDS, SynthConfig
 
 
@@ -36,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ms3: several objects may sound; s4: exactly one sounds (default ms3)")
     parser.add_argument("--force", action="store_true", help="overwrite a SynthAV dataset already in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--layout", choices=LAYOUTS, default=None,
+                        help="write the clips in a public dataset's layout (file names, annotation formats, "
+                             "splits ~80/10/10) instead of SynthAV's own, so the real loaders read them")
+    parser.add_argument("--questions", type=int, default=3, help="MUSIC-AVQA questions per video (--layout music-avqa)")
     parser.add_argument("--sheet", action="store_true",
                         help="also write OUT/contact_sheet.png: frames of the first clips with their AVS masks")
 
@@ -51,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     if args.size < 16 or args.fps < 1:
         raise UserError(f"--size must be >= 16 and --fps >= 1, got {args.size} and {args.fps}")
+    if args.layout:
+        return _run_layout(args, out)
     segments = args.segments or (5 if args.task == "avs" else 10)
     try:
         config = SynthConfig(num_segments=segments, num_classes=args.classes, mode=args.mode, world=args.world)
@@ -72,4 +80,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"contact sheet: {out / 'contact_sheet.png'}")
     print(f"wrote {args.n} clips ({segments} s, {args.size}px, {args.fps} fps) and {', '.join(tasks)} labels; "
           f"see {meta}")
+    return 0
+
+
+def _run_layout(args: argparse.Namespace, out: Path) -> int:
+    """``--layout``: a rehearsal folder in a public layout."""
+    if (out / PROVENANCE).exists() and not args.force:
+        raise UserError(f"{out} already holds a SynthAV layout rehearsal; pass --force to overwrite it")
+    try:
+        root = write_layout(args.layout, out, args.n, args.seed, classes=args.classes, world=args.world,
+                            segments=args.segments, size=args.size, fps=args.fps, questions=args.questions,
+                            progress=not args.quiet)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    except OSError as err:
+        raise UserError(f"cannot write to {out}: {err}") from None
+    print(f"wrote {args.n} clips in the {args.layout} layout; point --data at {root}")
     return 0
