@@ -38,6 +38,55 @@ def available_devices() -> dict[str, Any]:
     return {"cuda": count, "names": [torch.cuda.get_device_name(i) for i in range(count)]}
 
 
+YES_NO = frozenset({"yes", "no"})
+NUMBER_WORDS = frozenset({"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                          *(str(i) for i in range(11))})
+PLACES = frozenset({"left", "middle", "right", "indoor", "outdoor"})
+AUXILIARIES = frozenset({"is", "are", "was", "were", "does", "do", "did", "can", "could", "has", "have", "will"})
+
+
+def answer_kind(question: str) -> str:
+    """What a question admits: "yesno", "count", "place", "object", or "any" when its form says nothing.
+
+    >>> [answer_kind(q) for q in ("Is the violin playing?", "How many drums?", "Where is the flute?",
+    ...                           "Which object sounds first?", "Play it again")]
+    ['yesno', 'count', 'place', 'object', 'any']
+    """
+    from stgcma.data.vocab import tokenize
+
+    words = tokenize(question)
+    if not words:
+        return "any"
+    if words[:2] == ["how", "many"]:
+        return "count"
+    if words[0] == "where":
+        return "place"
+    if words[0] in ("which", "what", "who"):
+        return "object"
+    if words[0] in AUXILIARIES:
+        return "yesno"
+    return "any"
+
+
+def answer_mask(question: str, answers: list[str]) -> np.ndarray:
+    """(A,) bool: the answers of the question's kind (``answer_kind``); every answer when none fits.
+
+    Objects are the answers that are none of yes/no, numbers and places, so a counting question is
+    never answered "left" and a "which" question never "yes". "Which <object> ..." (MUSIC-AVQA's
+    "Which clarinet makes the sound first?") picks one of several objects of a class by its place.
+    """
+    from stgcma.data.vocab import tokenize
+
+    kind = answer_kind(question)
+    words = np.array([a.lower() for a in answers])
+    yes_no, number, place = (np.isin(words, list(s)) for s in (YES_NO, NUMBER_WORDS, PLACES))
+    objects = ~(yes_no | number | place)
+    if kind == "object" and tokenize(question)[1:2] and tokenize(question)[1] in set(words[objects]):
+        objects = objects | place
+    mask = {"yesno": yes_no, "count": number, "place": place, "object": objects}.get(kind, np.ones(len(answers), bool))
+    return mask if mask.any() else np.ones(len(answers), bool)
+
+
 def file_hash(path: str | Path) -> str:
     """SHA-256 of a file's content (the cache key of a clip)."""
     digest = hashlib.sha256()
@@ -264,8 +313,11 @@ class Predictor:
     def ask(self, question: str, key: str | None = None, top_k: int = 3) -> dict[str, Any]:
         """Answer an AVQA question about the analysed clip (the last one, or ``key``).
 
-        Returns ``{"answer", "probability", "alternatives": [(answer, p), ...], "unknown_words",
-        "warnings"}``; the encoder features of the clip are computed once and reused.
+        Only answers of the kind the question admits are considered (``answer_mask``: yes/no for
+        "Is ...?", numbers for "How many ...?", places for "Where ...?", objects for "Which/What ...?"),
+        their probabilities renormalised among themselves. Returns ``{"answer", "probability",
+        "alternatives": [(answer, p), ...], "kind", "unknown_words", "warnings"}``; the encoder features
+        of the clip are computed once and reused.
         """
         if "avqa" not in self.models:
             raise ValueError("this predictor has no AVQA model")
@@ -280,16 +332,18 @@ class Predictor:
             q = vocab.encode(question)[None].to(self.device)
             with torch.no_grad():
                 logits = model.forward_head(feats, question=q)["logits"][0].float().cpu()
-        probs = torch.softmax(logits, -1)
         answers = self.meta["avqa"]["answer_vocab"]
-        top = torch.topk(probs, min(top_k + 1, len(answers)))
+        allowed = torch.as_tensor(answer_mask(question, answers))
+        probs = torch.softmax(logits.masked_fill(~allowed, -torch.inf), -1)  # only answers of the question's kind
+        top = torch.topk(probs, min(top_k + 1, int(allowed.sum())))
         ranked = [(answers[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
         unknown = vocab.unknown_words(question)
         warnings = list(state.clip.warnings)
         if unknown:
             warnings.append(f"words the model never saw in training: {', '.join(unknown)}; the answer may be a guess")
         return {"question": question, "answer": ranked[0][0], "probability": ranked[0][1],
-                "alternatives": ranked[1:], "unknown_words": unknown, "warnings": warnings}
+                "alternatives": ranked[1:], "kind": answer_kind(question), "unknown_words": unknown,
+                "warnings": warnings}
 
     # ------------------------------------------------------------------------------------------
     # Inputs for viewers

@@ -154,3 +154,22 @@ def test_analyze_command_writes_every_output(tmp_path, fresh_clips):
     data = json.loads((out / "result.json").read_text())
     assert len(data["ave"]["labels"]) == 10 and data["answers"][0]["answer"]
     assert 0.0 <= data["files"]["explanations"]["attribution"]["audio_share"] <= 1.0
+
+
+@pytest.mark.parametrize("question, allowed", [
+    ("Is the violin in the video making a sound?", {"yes", "no"}),
+    ("Are there violin and piano sound?", {"yes", "no"}),
+    ("How many objects are sounding in the video?", {"zero", "one", "two", "three"}),
+    ("Where is the first sounding object?", {"left", "middle", "right"}),
+    ("Which object makes sounds before the piano?", {"violin", "piano"}),
+    ("What kind of object is the leftest object?", {"violin", "piano"}),
+    ("Which violin makes the sound first?", {"violin", "piano", "left", "middle", "right"}),
+    ("violin?", {"yes", "no", "zero", "one", "two", "three", "left", "middle", "right", "violin", "piano"}),
+])
+def test_answers_are_restricted_to_what_the_question_admits(question, allowed):
+    from stgcma.inference import answer_mask
+
+    answers = ["yes", "no", "zero", "one", "two", "three", "left", "middle", "right", "violin", "piano"]
+    mask = answer_mask(question, answers)
+    assert {a for a, keep in zip(answers, mask, strict=True) if keep} == allowed
+    assert answer_mask("How many drums?", ["violin", "piano"]).all()  # no number in the vocabulary: no restriction
