@@ -1,4 +1,4 @@
-"""``python -m stgcma bench {model,train,decode,synth}``: speed benchmarks that print ratios."""
+"""``python -m stgcma bench {model,train,decode,synth,cache}``: speed benchmarks that print ratios."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["model", "train", "decode", "synth"],
+    parser.add_argument("what", choices=["model", "train", "decode", "synth", "cache"],
                         help="model: STG-CMA vs bare frozen tower; train: training step time and peak memory vs "
                         "LAVISH, linear probe, full fine-tuning and activation checkpointing; decode: media decoding "
-                        "vs one small-backbone forward; synth: SynthAV clip generation")
+                        "vs one small-backbone forward; synth: SynthAV clip generation; cache: items/s of a prepared "
+                        "dataset cache (--data) vs decoding its source on the fly, and vs a training step of --preset")
     parser.add_argument("--preset", default=None, help="model preset (model: clip-b16-tiny; decode: embedded default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--world", default="music", help="synth: SynthAV world (default music)")
     parser.add_argument("--size", type=int, default=112, help="synth: frame side in pixels (default 112)")
+    parser.add_argument("--data", help="cache: the cache folder written by prepare")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -29,6 +31,14 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "model":
         result = benchmarks.bench_model(args.preset or "clip-b16-tiny", batch=args.batch, repeats=args.repeats,
                                         device=args.device, dtype=getattr(torch, args.dtype))
+    elif args.what == "cache":
+        from stgcma.cli import UserError
+        from stgcma.data.prepare import bench_cache
+
+        if not args.data:
+            raise UserError("bench cache needs --data CACHE (a folder written by python -m stgcma prepare)")
+        result = bench_cache(args.data, n=max(args.repeats, 8), step_preset=args.preset, batch=max(args.batch, 2),
+                             device=args.device)
     elif args.what == "train":
         result = benchmarks.bench_train(args.preset or "synth-vit", batch=args.batch, device=args.device)
         variants = result.pop("variants")

@@ -37,6 +37,25 @@ def pick_segments(available: int, num_segments: int, spread: bool = False) -> np
     return np.minimum(np.arange(num_segments), max(available, 1) - 1).astype(np.int64)
 
 
+def decode_video_segments(path: str | Path, cfg: PreprocessConfig, num_segments: int | None = None,
+                          spread: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the T segments of a video file that feed the model, before any preprocessing.
+
+    Returns:
+        uint8 frames (T, H, W, 3) and the T one-second windows of the mono waveform, concatenated
+        (T * L,) float32.
+    """
+    T = num_segments or cfg.num_segments
+    limits = MediaLimits(max_frame_side=max(2 * cfg.image_size, 256))
+    clip = decode_clip(path, cfg.sample_rate, limits, segment_seconds=cfg.segment_seconds)
+    available = min(clip.num_segments, len(clip.frames))
+    index = pick_segments(available, T, spread)
+    seg_len = int(round(cfg.segment_seconds * cfg.sample_rate))
+    wave = np.pad(clip.waveform, (0, max(0, (int(index.max()) + 1) * seg_len - clip.waveform.size)))
+    windows = wave[index[:, None] * seg_len + np.arange(seg_len)[None, :]]  # (T, L)
+    return clip.frames[index], windows.reshape(-1)
+
+
 def load_video_segments(path: str | Path, cfg: PreprocessConfig, num_segments: int | None = None,
                         spread: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode a video file into T (frame, fbank) segments.
@@ -45,16 +64,8 @@ def load_video_segments(path: str | Path, cfg: PreprocessConfig, num_segments: i
         video float (T, 3, S, S) and audio float (T, 1, F, M), normalised.
     """
     T = num_segments or cfg.num_segments
-    limits = MediaLimits(max_frame_side=max(2 * cfg.image_size, 256))
-    clip = decode_clip(path, cfg.sample_rate, limits, segment_seconds=cfg.segment_seconds)
-    available = min(clip.num_segments, len(clip.frames))
-    index = pick_segments(available, T, spread)
-    video = frames_to_tensor(clip.frames[index], cfg)  # (T, 3, S, S)
-    seg_len = int(round(cfg.segment_seconds * cfg.sample_rate))
-    wave = np.pad(clip.waveform, (0, max(0, (int(index.max()) + 1) * seg_len - clip.waveform.size)))
-    windows = wave[index[:, None] * seg_len + np.arange(seg_len)[None, :]]  # (T, L)
-    audio = segment_fbanks(windows.reshape(-1), T, cfg)  # (T, 1, F, M)
-    return video, audio
+    frames, windows = decode_video_segments(path, cfg, T, spread)
+    return frames_to_tensor(frames, cfg), segment_fbanks(windows, T, cfg)  # (T, 3, S, S), (T, 1, F, M)
 
 
 def load_wav_segments(path: str | Path, cfg: PreprocessConfig, num_segments: int) -> torch.Tensor:

@@ -6,7 +6,9 @@
 - ``avs``: an AVSBench folder (``s4_meta_data.csv`` or ``ms3_meta_data.csv``; ``mode=`` picks one
   when both exist);
 - ``avqa``: a MUSIC-AVQA folder (``avqa-<split>.json``);
-- any task: a folder written by ``python -m stgcma synth`` (``synthav.json``).
+- any task: a folder written by ``python -m stgcma synth`` (``synthav.json``), or a dataset cache
+  written by ``python -m stgcma prepare`` (``manifest.json``; refused when its preprocessing is not the
+  model's).
 
 SynthAV options are typed from :class:`SynthAV`'s arguments and :class:`SynthConfig`; an unknown
 option is a ``ValueError`` that lists the valid ones.
@@ -23,6 +25,7 @@ from stgcma.config import PreprocessConfig
 from stgcma.data.ave import AVEDataset, find_ave_root
 from stgcma.data.avsbench import AVSBenchDataset, detect_avs_mode
 from stgcma.data.base import AVDataset, check_task
+from stgcma.data.cache import CachedDataset, is_cache
 from stgcma.data.musicavqa import MusicAVQADataset, find_avqa_root
 from stgcma.data.synthav.dataset import SynthAV
 from stgcma.data.synthav.folder import SynthAVFolder, is_synthav_folder
@@ -112,6 +115,8 @@ def build_dataset(spec: str | Path, task: str, split: str = "train",
     path = Path(text).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {path} (or use {PREFIX}seed=S,n=N)")
+    if is_cache(path):
+        return CachedDataset(path, task, split, preprocess, **kw)
     if is_synthav_folder(path):
         return SynthAVFolder(path, task, preprocess, **kw)
     if task == "ave" and find_ave_root(path) is not None:

@@ -44,12 +44,13 @@ def frames_to_tensor(frames: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     return (x - mean) / std  # (T, 3, S, S)
 
 
-def waveform_to_fbank(wave: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
+def waveform_to_fbank(wave: np.ndarray, cfg: PreprocessConfig, normalise: bool = True) -> torch.Tensor:
     """Kaldi log-mel fbank of one mono segment, padded/cut and normalised.
 
     Args:
         wave: float32 mono samples (S,) at ``cfg.sample_rate``.
         cfg: preprocessing settings.
+        normalise: apply :func:`normalise_fbank` (False: the raw log-mel values a dataset cache stores).
 
     Returns:
         float32 tensor (1, target_frames, num_mel_bins).
@@ -75,11 +76,17 @@ def waveform_to_fbank(wave: np.ndarray, cfg: PreprocessConfig) -> torch.Tensor:
     if n < cfg.target_frames:
         fbank = F.pad(fbank, (0, 0, 0, cfg.target_frames - n))
     fbank = fbank[: cfg.target_frames]  # (F, M)
-    fbank = (fbank - cfg.fbank_mean) / (2.0 * cfg.fbank_std)
+    if normalise:
+        fbank = normalise_fbank(fbank, cfg)
     return fbank.unsqueeze(0)  # (1, F, M)
 
 
-def segment_fbanks(wave: np.ndarray, num_segments: int, cfg: PreprocessConfig) -> torch.Tensor:
+def normalise_fbank(fbank: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """``(fbank - fbank_mean) / (2 * fbank_std)`` with the dataset statistics of ``cfg``."""
+    return (fbank - cfg.fbank_mean) / (2.0 * cfg.fbank_std)
+
+
+def segment_fbanks(wave: np.ndarray, num_segments: int, cfg: PreprocessConfig, normalise: bool = True) -> torch.Tensor:
     """Fbanks of consecutive ``segment_seconds`` windows of a mono waveform.
 
     Segment ``t`` covers samples ``[t * L, (t + 1) * L)`` with ``L = segment_seconds * sample_rate``;
@@ -99,4 +106,4 @@ def segment_fbanks(wave: np.ndarray, num_segments: int, cfg: PreprocessConfig) -
     if wave.size < need:
         wave = np.pad(wave, (0, need - wave.size))
     chunks = wave[:need].reshape(num_segments, seg_len)  # (N, L)
-    return torch.stack([waveform_to_fbank(c, cfg) for c in chunks])  # (N, 1, F, M)
+    return torch.stack([waveform_to_fbank(c, cfg, normalise) for c in chunks])  # (N, 1, F, M)
