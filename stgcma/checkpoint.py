@@ -136,7 +136,9 @@ def _resolve_backbone_path(config: ModelConfig, folder: Path) -> ModelConfig:
     """A relative ``backbone.pretrained`` path in a checkpoint is relative to the checkpoint folder."""
     pretrained = config.backbone.pretrained
     if pretrained and pretrained.startswith("./") or (pretrained and pretrained.startswith("../")):
-        config.backbone.pretrained = str((folder / pretrained).resolve())
+        # abspath, not resolve(): a Hub cache snapshot holds symlinks to suffix-less blobs, and the loaders
+        # pick the weights format by the file name
+        config.backbone.pretrained = os.path.abspath(folder / pretrained)
     return config
 
 

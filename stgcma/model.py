@@ -12,6 +12,7 @@ fine-tuning). Trainable parameters are chosen structurally by module type (``mar
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -217,6 +218,18 @@ class STGCMAModel(nn.Module):
         c = self.parameter_counts()
         print(f"trainable params: {c['trainable']:,} || all params: {c['total']:,} || "
               f"trainable%: {100 * c['trainable'] / c['total']:.4f}")
+
+    def save_pretrained(self, folder: str | Path, meta: dict[str, Any] | None = None, **card: Any) -> Path:
+        """Adapter-only checkpoint + generated model card (``README.md``) in ``folder``; see :mod:`stgcma.hub`."""
+        from stgcma.hub import save_pretrained
+
+        return save_pretrained(self, folder, meta, **card)
+
+    def push_to_hub(self, repo_id: str, meta: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        """Upload the checkpoint and its model card to the Hugging Face Hub; see :func:`stgcma.hub.push_to_hub`."""
+        from stgcma.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, meta=meta, **kwargs)
 
     def train(self, mode: bool = True) -> STGCMAModel:
         super().train(mode)

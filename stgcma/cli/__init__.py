@@ -14,13 +14,16 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("params", "parameter counts of the named presets next to the paper's"),
     "inspect": ("inspect_cmd", "print a video's media facts and exactly what the model will see"),
-    "synth": ("synth", "write a SynthAV dataset (mp4 clips + labels) to a folder"),
+    "synth": ("synth", "write a SynthAV dataset (mp4 clips + labels) to a folder, or in a public dataset's layout"),
+    "prepare": ("prepare", "decode a dataset folder once into a memory-mapped cache that train/eval read"),
     "analyze": ("analyze", "analyse a video: AVS overlay, AVE timeline, AVQA answers, result.json"),
     "train": ("train", "fine-tune STG-CMA on a task (CPU, one GPU, or under torchrun)"),
     "eval": ("eval", "a checkpoint's metrics on a dataset"),
     "build-default": ("build_default", "rebuild the embedded default (assets/default) from scratch"),
     "study": ("study", "STG-CMA vs baselines and its stage ablation on SynthAV (a table)"),
     "bench": ("bench", "speed benchmarks that print ratios"),
+    "recipes": ("recipes", "the paper rows this project can train: prepare, train and eval commands per row"),
+    "push": ("push", "a checkpoint + generated model card, uploaded to the Hugging Face Hub (or written to --out)"),
     "bounds": ("bounds", "what any model can score on a SynthAV test set: AVE and AVS ceilings, AVQA floors"),
 }
 
