@@ -4,6 +4,9 @@ Known input problems (``MediaError``, ``CheckpointError``, ``ValueError`` and fr
 with their own one-line message; anything else is logged with its traceback on the server and the
 person sees a short generic message. Handlers keep their other outputs unchanged on failure
 (``gr.skip()``), so an upload, a chat or earlier results are never lost.
+
+API endpoints (``api_errors``) raise ``gr.Error`` with the same one-line message instead, so a
+``gradio_client`` caller gets an exception it can catch, not a "successful" result with a banner.
 """
 
 from __future__ import annotations
@@ -48,24 +51,49 @@ def warnings_html(warnings: list[str]) -> str:
     return f'<div class="stg-status stg-warn">⚠ <b>Read before trusting these results:</b><ul>{items}</ul></div>'
 
 
-def guarded(n_outputs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def user_message(err: BaseException, where: str) -> str:
+    """What the person is told about ``err``: its own first line for input problems, else a generic line.
+
+    Unexpected errors are logged with their traceback (call this inside the ``except`` block).
+    """
+    if isinstance(err, gr.Error):
+        return str(err.message)
+    if isinstance(err, USER_ERRORS):
+        message = one_line(err)
+        log.info("%s: %s", where, message)
+        return message
+    log.error("unexpected error in %s", where, exc_info=err)
+    return GENERIC_MESSAGE
+
+
+def api_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an API endpoint: any failure becomes ``gr.Error(one-line message)`` for the client."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:
+            raise gr.Error(user_message(err, fn.__qualname__), print_exception=False) from None
+
+    return wrapper
+
+
+def guarded(n_outputs: int, toast: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wrap a handler whose LAST output is a status banner (``gr.HTML``).
 
-    On failure every other output is left as it is and the banner (plus a toast) says what went
-    wrong. A handler with a single output gets just the banner.
+    On failure every other output is left as it is and the banner says what went wrong, plus a
+    toast when ``toast`` (for banners that may be out of sight). A handler with a single output
+    gets just the banner.
     """
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except USER_ERRORS as err:
-                message = one_line(err)
-                log.info("%s: %s", fn.__qualname__, message)
-            except Exception:
-                log.exception("unexpected error in %s", fn.__qualname__)
-                message = GENERIC_MESSAGE
-            gr.Warning(message)
+            except Exception as err:
+                message = user_message(err, fn.__qualname__)
+            if toast:
+                gr.Warning(message)
             banner = status_html(message, "error")
             if n_outputs == 1:
                 return banner

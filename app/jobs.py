@@ -4,6 +4,10 @@ Pure Python (no Gradio): each job is a subprocess in its own process group (so c
 stops torchrun's workers), its output streamed to ``RUN_DIR/train.log``, and a ``job.json`` next
 to it recording the command, pid and exit, so a restarted app still knows its runs. Curves are read
 from the run's ``steps.csv`` and ``metrics.csv`` (written by ``stgcma.train``).
+
+The command is a fixed argument list (never a shell) built from checked values: a known task and
+preset, a SynthAV spec or an existing folder, bounded numbers, ``key=value`` settings with plain
+keys (the form's own keys cannot be overridden). One manager runs at most ``max_running`` jobs.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG_NAME = "train.log"
 JOB_NAME = "job.json"
 TASKS = ("ave", "avs", "avqa")
+MAX_EPOCHS = 1000
+MAX_BATCH = 4096
+SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=\S+")
+FORM_KEYS = ("task", "preset", "data", "out", "epochs", "batch_size", "lr", "device", "adapter.ratio")
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class JobError(ValueError):
@@ -46,23 +56,34 @@ class JobSpec:
     settings: list[str] = field(default_factory=list)
 
     def check(self) -> None:
-        """Refuse what the trainer would refuse later, with the reason."""
+        """Refuse what the trainer would refuse later, and anything that is not a plain value, with the reason."""
+        from stgcma.config import list_presets
+
         if self.task not in TASKS:
             raise JobError(f"task must be one of {', '.join(TASKS)}; got {self.task!r}")
         if not self.preset:
             raise JobError("pick a model preset")
+        if self.preset not in list_presets():
+            raise JobError(f"unknown preset {self.preset!r}; python -m stgcma params lists them")
         if not self.data.strip():
             raise JobError("give a dataset folder or a SynthAV spec such as synthav:seed=0,n=64")
         if not self.data.startswith("synthav:") and not Path(self.data).expanduser().is_dir():
             raise JobError(f"dataset folder {self.data!r} not found (or use synthav:seed=0,n=64)")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise JobError("epochs and batch size must be at least 1")
+        if not (1 <= self.epochs <= MAX_EPOCHS and 1 <= self.batch_size <= MAX_BATCH):
+            raise JobError(f"epochs must lie in 1..{MAX_EPOCHS} and the batch size in 1..{MAX_BATCH}")
         if self.lr is not None and not self.lr > 0:
             raise JobError("the learning rate must be positive (leave it empty for the task default)")
         if self.adapter_ratio is not None and not 0 < self.adapter_ratio <= 1:
             raise JobError("the adapter ratio must lie in (0, 1]")
         if self.gpus > 1 and self.batch_size % self.gpus:
             raise JobError(f"batch size {self.batch_size} must be divisible by the {self.gpus} GPUs")
+        if self.gpus < 0:
+            raise JobError("the GPU count cannot be negative")
+        for item in self.settings:
+            if not SETTING.fullmatch(item):
+                raise JobError(f"setting {item!r} must look like key=value, e.g. warmup_epochs=1")
+            if item.split("=", 1)[0] in FORM_KEYS:
+                raise JobError(f"set {item.split('=', 1)[0]} with the form, not in the settings")
 
     def command(self) -> list[str]:
         """``python -m stgcma train ...``, under ``torch.distributed.run`` (torchrun) for several GPUs."""
@@ -187,17 +208,18 @@ def checkpoint_of(run: str | Path) -> Path | None:
 class JobManager:
     """Start, watch and stop training runs under ``runs_root`` (one subprocess each)."""
 
-    def __init__(self, runs_root: str | Path = "runs", cwd: str | Path = ROOT) -> None:
+    def __init__(self, runs_root: str | Path = "runs", cwd: str | Path = ROOT, max_running: int = 1) -> None:
         self.runs_root = Path(runs_root)
         self.cwd = Path(cwd)
+        self.max_running = max_running
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
     def new_run_dir(self, task: str, preset: str, name: str = "") -> Path:
         """A fresh folder name under the runs root: NAME, or TASK-PRESET-DATE-TIME."""
         stem = name.strip() or f"{task}-{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if any(sep in stem for sep in ("/", "\\")) or stem in (".", ".."):
-            raise JobError(f"run name {stem!r} must be a plain folder name")
+        if not RUN_NAME.fullmatch(stem) or stem in (".", ".."):
+            raise JobError(f"run name {stem!r} must be a plain folder name (letters, digits, . _ -)")
         run = self.runs_root / stem
         if (run / "config.json").exists() or (run / JOB_NAME).exists():
             raise JobError(f"run {run} already exists: pick another name, or select it and press Resume")
@@ -212,21 +234,39 @@ class JobManager:
         return self._launch(run, spec.command(), spec.__dict__)
 
     def resume(self, run: str | Path) -> Path:
-        """Continue a stopped run from its last finished epoch."""
+        """Continue a stopped run from its last finished epoch.
+
+        A run stopped before the trainer wrote its ``config.json`` (cancelled while its data was being
+        generated or its model built) has nothing to continue from: it is started again with the
+        command recorded in its ``job.json``.
+        """
         run = Path(run)
-        if not (run / "config.json").exists():
-            raise JobError(f"{run} is not a training run (no config.json)")
         if self.status(run)["state"] == "running":
             raise JobError(f"{run.name} is still running")
         if (run / "summary.json").exists():
             raise JobError(f"{run.name} has finished; start a new run to train more")
+        if not (run / "config.json").exists():
+            job = self._read_job(run)
+            command, spec = job.get("command"), job.get("spec") or {}
+            if not command or spec.get("resume") or "--resume" in command:
+                raise JobError(f"{run.name} is not a training run (no config.json)")
+            return self._launch(run, list(command), spec)
         return self._launch(run, [sys.executable, "-m", "stgcma", "train", "--resume", str(run)], {"resume": True})
 
+    def running(self) -> list[Path]:
+        """The runs this manager started that are still running."""
+        return [Path(key) for key, proc in self._procs.items() if proc.poll() is None]
+
     def _launch(self, run: Path, command: list[str], spec: dict[str, Any]) -> Path:
-        run.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.cwd), env.get("PYTHONPATH", "")) if p)
         with self._lock:
+            busy = self.running()
+            if len(busy) >= self.max_running:
+                names = ", ".join(p.name for p in busy)
+                raise JobError(f"{names} is still training and this app runs {self.max_running} job(s) at a time: "
+                               "wait for it to finish or cancel it")
+            run.mkdir(parents=True, exist_ok=True)
             log = open(run / LOG_NAME, "ab")
             try:
                 log.write(f"$ {' '.join(command)}\n".encode())

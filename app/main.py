@@ -1,7 +1,13 @@
-"""Assemble STG-CMA Studio: the model banner, five tabs, and the events that connect them.
+"""Assemble STG-CMA Studio: the model banner, five tabs, the events that connect them, two API endpoints.
 
 ``build_demo(ctx)`` only builds the Blocks (tests call it without launching); ``app.py`` launches
-it with ``THEME`` and ``CSS`` (in Gradio 6 they are arguments of ``launch()``).
+it with ``THEME`` and ``CSS`` (in Gradio 6 they are arguments of ``launch()``) after
+``demo.queue(**queue_settings(ctx.limits))``.
+
+Every event that runs the model (analyse, ask, attention, attribution and the API endpoints) joins
+ONE queue, ``concurrency_id="model"``, limited to ``ctx.limits.concurrency`` at a time. The page's
+own events are private (not in the API page); ``/analyze`` and ``/ask`` are the public API for
+``gradio_client``, and raise ``gr.Error`` on bad input.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from typing import Any
 
 import gradio as gr
 
+from app.examples import load_examples
 from app.jobs import JobManager
-from app.state import AppContext, ModelHolder, Session
+from app.state import AppContext, AppLimits, ModelHolder, Session
 from app.tabs.analyze import AnalyzeTab
 from app.tabs.ask import AskTab
 from app.tabs.attention import AttentionTab, task_choices
@@ -41,23 +48,34 @@ CSS = """
 .stg-facts th, .stg-facts td { text-align: left; padding: 3px 8px; border: none !important;
   border-bottom: 1px solid #e5e7eb !important; }
 .stg-note { font-size: 0.85em; opacity: 0.8; }
+.stg-key { display: flex; align-items: center; gap: 6px; flex-wrap: wrap; }
+.stg-swatch { display: inline-block; width: 64px; height: 12px; border-radius: 3px; border: 1px solid #d1d5db; }
 """
+MODEL_QUEUE = "model"
 
 
 def find_examples(folder: str | Path = EXAMPLES_DIR) -> list[str]:
-    """Example clips (``*.mp4``) in ``folder``, sorted; none if it does not exist."""
-    folder = Path(folder)
-    return sorted(str(p) for p in folder.glob("*.mp4")) if folder.is_dir() else []
+    """Example clips of ``folder`` (manifest order when it has ``examples.json``); none if it does not exist."""
+    return [e.path for e in load_examples(folder)]
 
 
 def make_context(checkpoint: str = "default", device: str = "cpu", runs: str | Path = "runs",
-                 examples: str | Path = EXAMPLES_DIR, work_dir: str | Path | None = None) -> AppContext:
+                 examples: str | Path = EXAMPLES_DIR, work_dir: str | Path | None = None,
+                 limits: AppLimits | None = None, training: bool = False, max_jobs: int = 1) -> AppContext:
     """Load the model (or remember why not) and set up the job manager and the output folder."""
-    holder = ModelHolder(checkpoint, device)
+    limits = limits or AppLimits()
+    holder = ModelHolder(checkpoint, device, limits=limits.media())
     holder.load()
     work = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "stgcma-studio"
     work.mkdir(parents=True, exist_ok=True)
-    return AppContext(holder=holder, jobs=JobManager(runs), work_dir=work, examples=find_examples(examples))
+    items = load_examples(examples)
+    return AppContext(holder=holder, jobs=JobManager(runs, max_running=max_jobs), work_dir=work,
+                      examples=[e.path for e in items], limits=limits, training=training, example_items=items)
+
+
+def queue_settings(limits: AppLimits) -> dict[str, Any]:
+    """``demo.queue(**...)``: a bounded queue (a request beyond it is told the app is busy, try again)."""
+    return {"max_size": limits.queue_size, "default_concurrency_limit": max(1, limits.concurrency)}
 
 
 def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
@@ -65,6 +83,9 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
     ctx = ctx or make_context()
     analyze, ask, attention = AnalyzeTab(ctx), AskTab(ctx), AttentionTab(ctx)
     attribution, train = AttributionTab(ctx), TrainTab(ctx)
+    private = {"api_visibility": "private"}
+    model = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": max(1, ctx.limits.concurrency), **private}
+    quiet = {"show_progress": "hidden", **private}
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         banner = gr.HTML(ctx.holder.status_html())
@@ -80,55 +101,84 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
                 attribution.build()
             with gr.Tab("Train"):
                 train.build()
+        with gr.Group(visible=False):  # inputs and outputs of the API endpoints (gradio_client); not on the page
+            api_video = gr.Video(label="video")
+            api_result, api_overlay = gr.JSON(label="result"), gr.Video(label="overlay")
+            api_timeline = gr.Image(label="timeline", type="filepath")
+            api_question, api_clip = gr.Textbox(label="question"), gr.Video(label="video")
+            api_answer, api_confidence = gr.Textbox(label="answer"), gr.Number(label="confidence")
+            api_alternatives = gr.JSON(label="alternatives")
+            api_analyze, api_ask = gr.Button("analyze"), gr.Button("ask")
+        # the API endpoints first, so they own the names /analyze and /ask (the page's events are private)
+        api_analyze.click(analyze.api_analyze, [api_video], [api_result, api_overlay, api_timeline],
+                          api_name="analyze", concurrency_id=MODEL_QUEUE,
+                          concurrency_limit=max(1, ctx.limits.concurrency))
+        api_ask.click(ask.api_ask, [api_question, api_clip], [api_answer, api_confidence, api_alternatives],
+                      api_name="ask", concurrency_id=MODEL_QUEUE, concurrency_limit=max(1, ctx.limits.concurrency))
         seconds = [attention.second, attribution.second]
 
-        analyze.button.click(analyze.analyze, [analyze.video, session], analyze.outputs(session)).then(
-            analyze.seconds_range, [session], seconds)
-        analyze.table.select(analyze.seek, [session], [analyze.overlay, *seconds, analyze.status])
+        analysis = dict(fn=analyze.analyze, inputs=[analyze.video, session], outputs=analyze.outputs(session),
+                        show_progress_on=[analyze.overlay], **model)
+        after_analysis = [dict(fn=analyze.seconds_range, inputs=[session], outputs=seconds, **quiet),
+                          dict(fn=ask.suggest, inputs=[session], outputs=[ask.chips], **quiet)]
+        starts = [analyze.button.click(**analysis)]
+        if analyze.gallery is not None:
+            starts.append(analyze.gallery.select(analyze.pick_example, None, [analyze.video], **quiet).then(**analysis))
+        for start in starts:
+            for step in after_analysis:
+                start = start.then(**step)
+        analyze.table.select(analyze.seek, [session], [analyze.overlay, *seconds, analyze.status], **quiet)
 
         ask_args = dict(fn=ask.ask, inputs=[ask.question, ask.chat, session, analyze.video],
-                        outputs=[ask.chat, ask.question, session, ask.status])
+                        outputs=[ask.chat, ask.question, session, ask.status], **model)
         ask.send.click(**ask_args)
         ask.question.submit(**ask_args)
-        ask.clear.click(ask.clear_chat, None, [ask.chat, ask.status])
+        ask.chips.click(ask.ask_chip, [ask.chips, ask.chat, session, analyze.video],
+                        [ask.chat, ask.question, session, ask.status], **model)
+        ask.clear.click(ask.clear_chat, None, [ask.chat, ask.status], **quiet)
 
         show = dict(fn=attention.show, inputs=[*attention.inputs(), session, analyze.video],
-                    outputs=attention.outputs(), trigger_mode="always_last")
+                    outputs=attention.outputs(), trigger_mode="always_last", **model)
         attention.button.click(**show)
         for control in (attention.block, attention.stage, attention.direction):
             control.input(**show)
         attention.second.release(**show)
-        attention.task.input(attention.on_task, [attention.task], [attention.question])
+        attention.task.input(attention.on_task, [attention.task], [attention.question], **quiet)
 
         attribution.button.click(attribution.explain, [*attribution.inputs(), session, analyze.video],
-                                 attribution.outputs(), trigger_mode="always_last")
-        attribution.task.input(attribution.on_task, [attribution.task], [attribution.target, attribution.question])
+                                 attribution.outputs(), trigger_mode="always_last", **model)
+        attribution.task.input(attribution.on_task, [attribution.task, session],
+                               [attribution.target, attribution.question], **quiet)
 
-        poll = dict(fn=train.poll, inputs=[train.run], outputs=train.monitor_outputs(), show_progress="hidden")
-        train.launch.click(train.start, train.form_inputs(), [train.run, train.timer, train.status]).then(**poll)
-        train.timer.tick(**poll)
-        train.run.change(**poll)
-        train.refresh.click(train.refresh_runs, [train.run], [train.run]).then(**poll)
-        train.cancel.click(train.cancel_run, [train.run], [train.timer, train.status]).then(**poll)
-        train.resume.click(train.resume_run, [train.run], [train.timer, train.status]).then(**poll)
-        train.task.input(train.on_task, [train.task, train.data], [train.data])
-
-        model_ui = dict(fn=lambda att_task, attr_task: refresh_model_ui(ctx, attribution, att_task, attr_task),
-                        inputs=[attention.task, attribution.task],
+        model_ui = dict(fn=lambda att_task, attr_task, state: refresh_model_ui(ctx, attribution, att_task, attr_task,
+                                                                               state),
+                        inputs=[attention.task, attribution.task, session],
                         outputs=[banner, attention.task, attribution.task, attribution.target, attention.question,
-                                 attribution.question])
-        train.load.click(train.load_run, [train.run], [banner, train.status]).then(**model_ui)
+                                 attribution.question], **quiet)
+        if train.enabled:
+            poll = dict(fn=train.poll, inputs=[train.run], outputs=train.monitor_outputs(), **quiet)
+            train.launch.click(train.start, train.form_inputs(), [train.run, train.timer, train.status],
+                               **private).then(**poll)
+            train.timer.tick(**poll)
+            train.run.change(**poll)
+            train.refresh.click(train.refresh_runs, [train.run], [train.run], **private).then(**poll)
+            train.cancel.click(train.cancel_run, [train.run], [train.timer, train.status], **private).then(**poll)
+            train.resume.click(train.resume_run, [train.run], [train.timer, train.status], **private).then(**poll)
+            train.task.input(train.on_task, [train.task, train.data], [train.data], **quiet)
+            train.load.click(train.load_run, [train.run, session], [session, banner, train.status],
+                             **private).then(**model_ui)
         demo.load(**model_ui)
     return demo
 
 
 def refresh_model_ui(ctx: AppContext, attribution: AttributionTab, att_task: str | None,
-                     attr_task: str | None) -> tuple[Any, ...]:
-    """After the model changed: the banner, and task pickers that list only the loaded tasks."""
-    choices = task_choices(ctx.holder.tasks)
+                     attr_task: str | None, session: Session | None = None) -> tuple[Any, ...]:
+    """After the session's model changed: its banner, and task pickers that list only its tasks."""
+    choices = task_choices(ctx.holder.tasks_for(session))
     values = [v for _, v in choices]
     att = att_task if att_task in values else (values[0] if values else None)
     attr = attr_task if attr_task in values else (values[0] if values else None)
-    return (ctx.holder.status_html(), gr.update(choices=choices, value=att), gr.update(choices=choices, value=attr),
-            gr.update(choices=attribution.target_choices(attr), value=PREDICTED), gr.update(visible=att == "avqa"),
-            gr.update(visible=attr == "avqa"))
+    return (ctx.holder.status_html(session), gr.update(choices=choices, value=att),
+            gr.update(choices=choices, value=attr),
+            gr.update(choices=attribution.target_choices(attr, session), value=PREDICTED),
+            gr.update(visible=att == "avqa"), gr.update(visible=attr == "avqa"))

@@ -9,8 +9,10 @@ test at the end is marked slow and needs Debian's Chromium and the ``playwright`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -93,7 +95,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 def ctx(tiny_checkpoints, clips, tmp_path_factory) -> AppContext:
     runs = tmp_path_factory.mktemp("runs")
     return make_context(str(tiny_checkpoints), "cpu", runs=runs, examples=clips["good"].parent,
-                        work_dir=tmp_path_factory.mktemp("work"))
+                        work_dir=tmp_path_factory.mktemp("work"), training=True)
 
 
 @pytest.fixture(scope="session")
@@ -124,8 +126,9 @@ def test_app_starts_without_a_model_and_says_how_to_get_one(tmp_path, clips):
 def test_analyze_returns_overlay_timeline_table_and_downloads(ctx, clips, analysed):
     out = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)
     overlay, timeline, table, files, facts, warnings, session, status = out
-    assert Path(overlay).name == "overlay.mp4" and Path(overlay).stat().st_size > 0
+    assert Path(overlay["value"]).name == "overlay.mp4" and Path(overlay["value"]).stat().st_size > 0
     assert Path(timeline).suffix == ".png"
+    table = table["value"]
     assert isinstance(table, pd.DataFrame) and len(table) == session.num_segments == 6
     assert list(table["second"]) == list(range(6))
     assert {"top event", "prob.", "background", "mask area"} <= set(table.columns)
@@ -137,10 +140,36 @@ def test_analyze_returns_overlay_timeline_table_and_downloads(ctx, clips, analys
     assert result["ave"]["labels"] and result["warnings"] == []
     assert session.key and session.video == str(clips["good"]) and "stg-ok" in status
     assert "6 seconds analysed" in facts and warnings == ""
+    name = clips["good"].name
+    assert session.clip_name == name and name in status and name in facts and name in overlay["label"]
+    assert result["clip"] == name and "original audio" in overlay["label"]
+
+
+def test_reanalysing_a_cached_clip_keeps_every_download(ctx, clips, analysed):
+    tab = AnalyzeTab(ctx)
+    first = {Path(f).name for f in tab.analyze(str(clips["good"]), Session(), progress=noop)[3]}
+    copy = Path(analysed.out_dir).parent / "same-content.mp4"
+    shutil.copy(clips["good"], copy)  # another upload of the same clip: decoded and analysed from the cache
+    second = {Path(f).name for f in tab.analyze(str(copy), analysed, progress=noop)[3]}
+    third = {Path(f).name for f in tab.analyze(str(clips["good"]), analysed, progress=noop)[3]}
+    assert first == second == third == {"overlay.mp4", "masks.zip", "result.json", "timeline.png"}
+
+
+def test_overlay_title_says_when_a_clip_is_silent_and_has_a_colour_key(ctx):
+    from app.tabs.analyze import colour_key_html, overlay_label
+    from stgcma.media.render import DEFAULT_COLOR
+
+    assert "original audio" in overlay_label("a.mp4", True) and "a.mp4" in overlay_label("a.mp4", True)
+    silent = overlay_label("b.mp4", False)
+    assert "original audio" not in silent and "no audio" in silent
+    assert "rgba({},{},{},0.5)".format(*DEFAULT_COLOR) in colour_key_html()
+    demo = build_demo(ctx)
+    assert any(isinstance(b, gr.HTML) and "Colour key" in str(b.value) for b in demo.blocks.values())
 
 
 def test_no_audio_track_is_said_prominently(ctx, clips):
     out = AnalyzeTab(ctx).analyze(str(clips["no_audio"]), Session(), progress=noop)
+    assert "original audio" not in out[0]["label"] and "no audio track" in out[0]["label"]
     warnings, session = out[5], out[6]
     assert "stg-warn" in warnings and "analysed with silence" in warnings
     assert any("silence" in w for w in session.warnings)
@@ -149,10 +178,17 @@ def test_no_audio_track_is_said_prominently(ctx, clips):
 
 
 @pytest.mark.parametrize("name, words", [("text", "not a video"), ("empty", "empty"), ("missing", "not found")])
-def test_bad_uploads_give_a_message_and_keep_the_previous_results(ctx, clips, analysed, name, words):
+def test_bad_uploads_give_a_message_and_mark_the_previous_results_stale(ctx, clips, analysed, name, words):
     out = AnalyzeTab(ctx).analyze(str(clips[name]), analysed, progress=noop)
     assert "stg-error" in out[-1] and words in out[-1].lower()
-    assert all(is_skip(o) for o in out[:-1])
+    overlay, timeline, table, files, facts, warnings, session = out[:-1]
+    previous = clips["good"].name
+    assert all(is_skip(o) for o in (timeline, files, facts, session))  # the results are kept...
+    assert "Stale" in warnings and previous in warnings and clips[name].name in warnings  # ...and said to be old
+    assert overlay["label"].startswith("STALE") and previous in overlay["label"] and "value" not in overlay
+    assert table["label"].startswith("STALE") and "value" not in table
+    first = AnalyzeTab(ctx).analyze(str(clips[name]), Session(), progress=noop)
+    assert all(is_skip(o) for o in first[:-1])  # nothing analysed before: nothing to mark
 
 
 def test_no_upload_asks_for_one(ctx):
@@ -174,8 +210,11 @@ def test_clicking_a_second_seeks_the_video_and_the_viewers(ctx, analysed):
     event = gr.SelectData(None, {"index": [3, 2], "value": "x", "row_value": [3]})
     video, second_a, second_b, status = AnalyzeTab(ctx).seek(analysed, event)
     assert video["playback_position"] == 3.0 and second_a == second_b == 3 and status == ""
-    first, _ = AnalyzeTab(ctx).seconds_range(analysed)
+    first, second = AnalyzeTab(ctx).seconds_range(analysed)
     assert first["maximum"] == 5 and first["interactive"]
+    for hint in (first["info"], second["info"]):  # the Second hint of Attention and Attribution
+        assert "analyse a clip first" not in hint and "0-5" in hint and analysed.clip_name in hint
+    assert all(is_skip(u) for u in AnalyzeTab(ctx).seconds_range(Session()))
 
 
 def test_ask_answers_with_confidence_alternatives_and_flags_unknown_words(ctx, analysed):
@@ -188,6 +227,69 @@ def test_ask_answers_with_confidence_alternatives_and_flags_unknown_words(ctx, a
     history2, *_ = tab.ask("Is the zorblax playing?", history, analysed, None)
     assert len(history2) == 4 and "never saw" in history2[-1]["content"] and "zorblax" in history2[-1]["content"]
     assert any("red_circle" in q or "How many" in q for q in tab.example_questions())
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("How many objects are sounding in the video?", {"zero", "one", "two", "three", "four", "five"}),
+    ("Where is the first sounding object?", {"left", "middle", "right"}),
+    ("Is the red_circle in the video making a sound?", {"yes", "no"}),
+    ("Which object makes sounds before the red_circle?", None),
+])
+def test_answers_are_of_the_kind_the_question_admits(ctx, analysed, question, kind):
+    result = AskTab(ctx).answer(question, analysed, None)
+    answers = ctx.holder.meta("avqa")["answer_vocab"]
+    objects = set(answers) - {"yes", "no", "zero", "one", "two", "three", "four", "five", "left", "middle", "right"}
+    allowed = kind or objects
+    assert result["answer"] in allowed and {a for a, _ in result["alternatives"]} <= allowed
+    assert len(result["alternatives"]) == min(3, len(allowed) - 1)
+
+
+def test_suggested_questions_name_only_objects_of_the_clip(ctx, analysed, tmp_path):
+    tab = AskTab(ctx)
+    names = [a for a in ctx.holder.meta("avqa")["answer_vocab"] if "_" in a]  # the shapes world's class names
+    assert not any(n in q for q in tab.example_questions(Session()) for n in names)  # nothing analysed: generic
+    session = dataclasses.replace(analysed, objects=["green_star"])
+    questions = tab.example_questions(session)
+    assert any("green_star" in q for q in questions)
+    assert not any(n in q for q in questions for n in names if n != "green_star")
+    assert not any(n in q for q in tab.example_questions(dataclasses.replace(analysed, objects=[]))
+                   for n in names)
+    assert tab.suggest(session).raw_samples == [[q] for q in questions]
+
+
+def test_an_example_clip_offers_its_own_questions_from_the_manifest(tiny_checkpoints, clips, tmp_path):
+    from app.examples import load_examples
+
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    shutil.copy(clips["good"], folder / "duet.mp4")
+    shutil.copy(clips["no_audio"], folder / "silent.mp4")
+    (folder / "examples.json").write_text(json.dumps({"examples": [
+        {"file": "silent.mp4", "title": "Silent", "caption": "No sound at all.", "questions": ["Is it quiet?"]},
+        {"file": "duet.mp4", "title": "Duet", "caption": "Two objects take turns.",
+         "questions": [{"question": "Is the green_star in the video making a sound?", "answer": "yes"},
+                       "Where is the loudest object?"]},
+        {"file": "gone.mp4", "title": "Not on disk"}]}))
+    items = load_examples(folder)
+    assert [e.title for e in items] == ["Silent", "Duet"] and items[1].caption == "Two objects take turns."
+    ctx = make_context(str(tiny_checkpoints), "cpu", runs=tmp_path / "runs", examples=folder,
+                       work_dir=tmp_path / "work")
+    assert ctx.examples == [str(folder / "silent.mp4"), str(folder / "duet.mp4")]
+    session = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)[6]  # same content, other path
+    assert AskTab(ctx).example_questions(session) == ["Is the green_star in the video making a sound?",
+                                                      "Where is the loudest object?"]
+    history, *_ = AskTab(ctx).ask_chip(1, [], session, None)
+    assert history[0]["content"] == "Where is the loudest object?" and "confidence" in history[1]["content"]
+
+
+def test_examples_gallery_shows_captions_and_a_click_picks_the_clip(ctx, clips):
+    demo = build_demo(ctx)
+    gallery = next(b for b in demo.blocks.values() if isinstance(b, gr.Gallery))
+    tab = AnalyzeTab(ctx)
+    assert [item["caption"] for item in gallery.value] == [e.label for e in ctx.example_items]
+    assert ctx.example_items[0].label == clips["good"].stem  # no manifest: named after the file
+    event = gr.SelectData(None, {"index": 0, "value": None})
+    assert tab.pick_example(event) == str(clips["good"])
 
 
 def test_ask_failures_keep_the_chat_and_the_question(ctx, analysed):
@@ -260,25 +362,42 @@ def test_curves_survive_resume_duplicates_and_half_written_lines(tmp_path):
     assert log_tail(tmp_path) == "start\nepoch 1: 100%\ndone"
 
 
-def test_train_tab_runs_a_tiny_job_and_loads_it_into_the_demo(ctx, analysed):
+def test_train_tab_runs_a_tiny_job_and_loads_it_into_one_session_only(ctx, analysed, monkeypatch):
     tab = TrainTab(ctx)
+    toasts = []
+    monkeypatch.setattr(gr, "Warning", lambda message, *a, **k: toasts.append(message))
     run_update, timer, status = tab.start("ave", "vit-test", "default", "synthav:seed=0,n=8", 1, 4, None, 0,
                                           "", "tiny-ave")
-    assert "Started tiny-ave" in status and timer.active
+    assert timer.active and "running" not in status and "tiny-ave" not in status  # the run line says it, once
     run = run_update["value"]
+    line = tab.poll(run)[4]
+    assert "tiny-ave" in line and "running" in line
+    busy = tab.start("ave", "vit-test", "default", "synthav:seed=0,n=8", 1, 4, None, 0, "", "second")
+    assert "still training" in busy[-1] and "tiny-ave" in busy[-1]  # one job at a time
+    assert not (ctx.jobs.runs_root / "second").exists()
+    assert toasts == []  # the banner is the only place an error shows
     assert ctx.jobs.wait(run, timeout=300) == "finished", log_tail(run)
     loss, val, epochs, log, state, timer = tab.poll(run)
-    assert len(loss) > 0 and list(epochs["epoch"]) == [1] and "accuracy" in set(val["metric"])
-    assert "finished" in state and not timer.active and "epoch" in log
+    assert loss.axes[0].lines and list(epochs["epoch"]) == [1] and "epoch" in log
+    assert [t.get_text() for t in val.axes[0].get_legend().get_texts()] == ["accuracy"]
+    assert "finished" in state and not timer.active
     assert checkpoint_of(run).name == "best"
-    before = ctx.holder.generation
-    banner, status = tab.load_run(run)
-    assert ctx.holder.generation == before + 1 and "Loaded tiny-ave/best" in status
-    assert set(ctx.holder.tasks) == set(TASKS)
+    before, app_model = ctx.holder.generation, ctx.holder.predictor
+    session, banner, status = tab.load_run(run, analysed)
+    assert ctx.holder.generation == before and ctx.holder.predictor is app_model  # other visitors keep theirs
+    assert session.model and ctx.holder.predictor_for(session) is not app_model
+    assert set(ctx.holder.tasks_for(session)) == set(TASKS)
+    assert "tiny-ave" in banner and "this session only" in banner and "Loaded" in status
+    for text in (banner, status, ctx.holder.status_html()):
+        assert str(ctx.jobs.runs_root) not in text and "/" not in text.replace("</", "")  # no server paths
+    assert "this session only" not in ctx.holder.status_html(analysed)
     again = tab.start("ave", "vit-test", "default", "synthav:seed=0,n=8", 1, 4, None, 0, "", "tiny-ave")
     assert "already exists" in again[-1]
-    analysed_again = AnalyzeTab(ctx).analyze(analysed.video, analysed, progress=noop)
-    assert analysed_again[6].generation == ctx.holder.generation
+    mine = AnalyzeTab(ctx).analyze(analysed.video, session, progress=noop)
+    theirs = AnalyzeTab(ctx).analyze(analysed.video, analysed, progress=noop)
+    assert mine[6].model == session.model and theirs[6].model is None
+    assert Path(mine[6].out_dir) != Path(theirs[6].out_dir)
+    assert "tiny-ave" in json.loads(Path(mine[6].out_dir, "result.json").read_text())["model"]
 
 
 def test_cancel_stops_the_whole_process_group_and_resume_continues(tmp_path):
@@ -322,15 +441,23 @@ def test_model_holder_keeps_the_old_model_when_a_load_fails(ctx, tmp_path):
 
 
 def test_app_py_flags():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("app_entry", ROOT / "app.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
+    entry = _load_app_py()
     args = entry.parse_args([])
     assert (args.checkpoint, args.device, args.port, args.share) == ("default", "auto", None, False)
     assert entry.parse_args(["--checkpoint", "x", "--port", "7999", "--share"]).share
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+def test_readme_front_matter_makes_a_gradio_space():
+    text = (ROOT / "README.md").read_text()
+    assert text.startswith("---\n")
+    meta = dict(line.split(": ", 1) for line in text.split("---\n")[1].strip().splitlines())
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gr.__version__ and meta["app_file"] == "app.py"
+    assert (ROOT / meta["app_file"]).exists() and meta["title"] and meta["emoji"] and meta["license"]
+    assert 0 < len(meta["short_description"]) <= 60  # the Hub's limit
+    major, minor = map(int, meta["python_version"].strip('"').split("."))
+    assert (major, minor) >= (3, 10)  # what requirements.txt was measured with (README: Python 3.10+)
+    assert "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt && .venv/bin/python app.py" in text
 
 
 def test_app_package_never_imports_torch():
@@ -339,10 +466,261 @@ def test_app_package_never_imports_torch():
         assert "import torch" not in text and "from torch" not in text, path
 
 
+def _dependencies(demo: gr.Blocks) -> list:
+    return list(demo.fns.values())
+
+
+def test_model_work_shares_one_bounded_queue_and_shows_one_progress(ctx):
+    from app.main import MODEL_QUEUE, queue_settings
+
+    demo = build_demo(ctx)
+    model_fns = {"analyze", "ask", "ask_chip", "show", "explain", "api_analyze", "api_ask"}
+    deps = [d for d in _dependencies(demo) if d.name in model_fns]
+    assert {d.name for d in deps} == model_fns
+    for dep in deps:
+        assert dep.concurrency_id == MODEL_QUEUE and dep.concurrency_limit == ctx.limits.concurrency, dep.name
+    others = [d for d in _dependencies(demo) if d.name not in model_fns]
+    assert others and all(d.concurrency_id != MODEL_QUEUE for d in others)
+    overlay = next(b for b in demo.blocks.values() if isinstance(b, gr.Video) and "AVS overlay" in str(b.label))
+    analyses = [d for d in deps if d.name == "analyze"]
+    assert len(analyses) == 2  # the Analyze button and a click on the examples gallery
+    for analyze in analyses:
+        assert [b._id for b in analyze.show_progress_on] == [overlay._id]  # one progress display, not eight
+        after = [d for d in _dependencies(demo) if d.trigger_after == analyze._id]
+        assert after and all(d.show_progress == "hidden" for d in after)
+    assert queue_settings(ctx.limits)["max_size"] == ctx.limits.queue_size
+    text = ctx.limits.text()
+    assert f"{ctx.limits.max_file_mb} MB" in text and "10 min" in text and "busy, try again" in text
+    assert any(isinstance(b, gr.Markdown) and text in str(b.value) for b in demo.blocks.values())
+
+
+def test_only_analyze_and_ask_are_public_api_endpoints(ctx):
+    demo = build_demo(ctx)
+    public = {d.api_name for d in _dependencies(demo) if d.api_visibility == "public"}
+    assert public == {"analyze", "ask"}
+
+
+def test_api_handlers_raise_gr_error_with_the_one_line_message(ctx, clips):
+    tab, ask = AnalyzeTab(ctx), AskTab(ctx)
+    result, overlay, timeline = tab.api_analyze(str(clips["good"]), progress=noop)
+    assert result["clip"] == clips["good"].name and len(result["ave"]["labels"]) == 6
+    assert Path(overlay).name == "overlay.mp4" and Path(timeline).name == "timeline.png"
+    answer, confidence, alternatives = ask.api_ask("How many objects are sounding in the video?", str(clips["good"]))
+    assert answer in {"zero", "one", "two", "three", "four", "five"} and 0 < confidence <= 1
+    assert [set(a) for a in alternatives] == [{"answer", "probability"}] * len(alternatives)
+    with pytest.raises(gr.Error, match="not a video"):
+        tab.api_analyze(str(clips["text"]), progress=noop)
+    with pytest.raises(gr.Error, match="not a video"):
+        ask.api_ask("Is it loud?", str(clips["text"]))
+    with pytest.raises(gr.Error, match="Type a question"):
+        ask.api_ask(" ", str(clips["good"]))
+
+
+def test_training_is_off_unless_enabled(tiny_checkpoints, clips, tmp_path):
+    off = make_context(str(tiny_checkpoints), "cpu", runs=tmp_path / "runs", work_dir=tmp_path / "work")
+    assert not off.training
+    demo = build_demo(off)
+    buttons = {b.value for b in demo.blocks.values() if isinstance(b, gr.Button)}
+    assert "Launch" not in buttons and "Load into demo" not in buttons
+    assert any(isinstance(b, gr.HTML) and "--enable-training" in str(b.value) for b in demo.blocks.values())
+    assert "Training is off" in TrainTab(off).start("ave", "vit-test", "default", "synthav:n=8", 1, 4, None, 0,
+                                                    "", "x")[-1]
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_gpu_control_only_with_cuda(ctx, monkeypatch):
+    from app.tabs import train as train_module
+
+    def gpu_slider(demo):
+        return next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "GPUs")
+
+    monkeypatch.setattr(train_module, "available_devices", lambda: {"cuda": 0, "names": []})
+    assert gpu_slider(build_demo(ctx)).visible is False
+    monkeypatch.setattr(train_module, "available_devices", lambda: {"cuda": 2, "names": ["a", "b"]})
+    slider = gpu_slider(build_demo(ctx))
+    assert slider.visible is True and slider.maximum == 2
+
+
+def test_training_curves_have_integer_steps_markers_and_a_legend_only_with_names():
+    from matplotlib.ticker import MaxNLocator
+
+    from app.tabs.train import loss_figure, val_figure
+
+    loss = loss_figure([{"step": s, "loss": 1.0 / (s + 1)} for s in range(7)])
+    ax = loss.axes[0]
+    assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+    loss.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert ax.get_legend() is None
+    one = val_figure([{"epoch": 1, "metric": "accuracy", "value": 0.5}])
+    line = one.axes[0].lines[0]
+    assert len(line.get_xdata()) == 1 and line.get_marker() == "o"  # a single point is drawn
+    two = val_figure([{"epoch": e, "metric": m, "value": 0.1 * e} for e in (1, 2) for m in ("accuracy", "f1")])
+    assert sorted(t.get_text() for t in two.axes[0].get_legend().get_texts()) == ["accuracy", "f1"]
+    assert val_figure([]).axes[0].get_legend() is None and not val_figure([]).axes[0].lines
+
+
+@pytest.mark.parametrize("settings, words", [
+    (["--out=/etc"], "key=value"), (["out=/tmp/elsewhere"], "with the form"), (["device=cuda"], "with the form"),
+    (["warmup_epochs=1; rm -rf /"], "key=value"), (["adapter.temporal"], "key=value"),
+])
+def test_job_settings_are_plain_key_values(tmp_path, settings, words):
+    spec = JobSpec("ave", "vit-test", "synthav:seed=0,n=8", str(tmp_path / "r"), settings=settings)
+    with pytest.raises(JobError, match=words):
+        spec.check()
+
+
+def test_job_values_are_checked_and_the_command_is_an_argument_list(tmp_path):
+    ok = JobSpec("ave", "vit-test", "synthav:seed=0,n=8", str(tmp_path / "r"),
+                 settings=["warmup_epochs=1", "adapter.temporal=false"])
+    ok.check()
+    assert isinstance(ok.command(), list) and ok.command()[-2:] == ["warmup_epochs=1", "adapter.temporal=false"]
+    for bad in (JobSpec("ave", "../../etc/passwd", "synthav:n=8", "r"), JobSpec("ave", "vit-test", "synthav:n=8", "r",
+                epochs=10 ** 6), JobSpec("ave", "vit-test", "synthav:n=8", "r", gpus=-1)):
+        with pytest.raises(JobError):
+            bad.check()
+    with pytest.raises(JobError, match="plain folder name"):
+        JobManager(tmp_path).new_run_dir("ave", "vit-test", "a b;c")
+
+
+def test_resume_after_a_cancel_before_the_first_epoch(ctx):
+    tab = TrainTab(ctx)
+    run = tab.start("ave", "vit-test", "default", "synthav:seed=0,n=8", 1, 4, None, 0, "", "early-cancel")[0]["value"]
+    timer, note = tab.cancel_run(run)  # at once: the trainer has not written its config.json yet
+    assert not (Path(run) / "config.json").exists()
+    assert "starts the run again" in note and "continues" not in note  # no promise it cannot keep
+    timer, note = tab.resume_run(run)
+    assert timer.active and "stg-error" not in note
+    assert ctx.jobs.wait(run, timeout=300) == "finished", log_tail(run)
+    assert checkpoint_of(run) is not None
+
+
+def _load_app_py():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("app_entry", ROOT / "app.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    return entry
+
+
+def test_training_on_a_public_address_needs_a_login(tmp_path):
+    entry = _load_app_py()
+    local = entry.parse_args(["--enable-training"])
+    public = entry.parse_args(["--enable-training", "--host", "0.0.0.0"])
+    assert entry.access(local, {}) == (True, [])
+    assert entry.access(entry.parse_args([]), {}) == (False, [])
+    assert entry.access(entry.parse_args([]), {"STGCMA_ENABLE_TRAINING": "1"})[0]
+    with pytest.raises(SystemExit, match="Refusing to enable training"):
+        entry.access(public, {})
+    with pytest.raises(SystemExit, match="without a login"):
+        entry.access(entry.parse_args(["--enable-training", "--share"]), {})
+    with pytest.raises(SystemExit, match="without a login"):
+        entry.access(entry.parse_args([]), {"STGCMA_ENABLE_TRAINING": "1", "SPACE_ID": "me/studio",
+                                            "GRADIO_SERVER_NAME": "0.0.0.0"})
+    assert entry.access(public, {"STGCMA_AUTH": "ana:s3cret, bo:pw:with:colons"}) == (
+        True, [("ana", "s3cret"), ("bo", "pw:with:colons")])
+    logins = tmp_path / "logins"
+    logins.write_text("# who may train\nana:s3cret,with,commas\n\n")
+    assert entry.access(public, {"STGCMA_AUTH_FILE": str(logins)}) == (True, [("ana", "s3cret,with,commas")])
+    with pytest.raises(SystemExit, match="user:password"):
+        entry.read_auth({"STGCMA_AUTH": "nopassword"})
+    assert not entry.is_public(entry.parse_args([]), {}) and entry.is_public(entry.parse_args([]), {"SPACE_ID": "x"})
+    assert "s3cret" not in (ROOT / "app.py").read_text()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_app(tiny_checkpoints: Path, clips: dict[str, Path], folder: Path,
+              *flags: str) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` on a free port, its output in ``folder/app.log`` (not a pipe that can fill); its URL."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    log = open(folder / "app.log", "w")
+    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoint", str(tiny_checkpoints),
+                               "--port", str(port), "--runs", str(folder / "runs"),
+                               "--examples", str(clips["good"].parent), *flags],
+                              cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+    while url not in (folder / "app.log").read_text():
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop_app(server)
+            pytest.fail(f"app.py did not start:\n{(folder / 'app.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    return server, url
+
+
+def stop_app(server: subprocess.Popen) -> None:
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_app(tiny_checkpoints, clips, tmp_path_factory):
+    """The real launch path (app.py, queue, limits, API endpoints) with a queue of one waiting request."""
+    folder = tmp_path_factory.mktemp("live_app")
+    server, url = start_app(tiny_checkpoints, clips, folder, "--queue-size", "1", "--concurrency", "1")
+    yield url
+    stop_app(server)
+
+
+def _file(value) -> Path:
+    """A file output as gradio_client returns it (a path, or a dict holding one)."""
+    if isinstance(value, dict):
+        value = value.get("video") or value.get("path") or value.get("value")
+    return Path(value)
+
+
+def test_gradio_client_analyze_ask_and_a_bad_upload(live_app, clips):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(live_app, verbose=False)
+    assert {"/analyze", "/ask"} <= set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    result, overlay, timeline = client.predict(handle_file(str(clips["good"])), api_name="/analyze")
+    assert result["clip"] == clips["good"].name and len(result["ave"]["labels"]) == 6 and result["warnings"] == []
+    assert _file(overlay).suffix == ".mp4" and _file(overlay).stat().st_size > 0
+    assert _file(timeline).suffix == ".png"
+    answer, confidence, alternatives = client.predict("How many objects are sounding in the video?",
+                                                      handle_file(str(clips["good"])), api_name="/ask")
+    assert answer in {"zero", "one", "two", "three", "four", "five"} and 0 < confidence <= 1
+    assert all(a["answer"] in {"zero", "one", "two", "three", "four", "five"} for a in alternatives)
+    with pytest.raises(AppError, match="not a video"):
+        client.predict(handle_file(str(clips["text"])), api_name="/analyze")
+    with pytest.raises(AppError, match="not a video"):
+        client.predict("Is it loud?", handle_file(str(clips["text"])), api_name="/ask")
+
+
+def test_beyond_the_queue_bound_the_client_is_told_to_try_again(live_app, clips):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(live_app, verbose=False)
+    jobs = [client.submit(handle_file(str(clips["good"])), api_name="/analyze") for _ in range(4)]
+    outcomes = []
+    for job in jobs:
+        try:
+            outcomes.append(job.result(timeout=300)[0]["clip"])
+        except AppError:
+            raise
+        except Exception as err:  # gradio_client's QueueError: "Queue is full! Please try again."
+            outcomes.append(str(err))
+    assert clips["good"].name in outcomes  # the first is served...
+    busy = [o for o in outcomes if o != clips["good"].name]
+    assert busy and all("try again" in o.lower() for o in busy), outcomes  # ...the ones beyond the bound hear why
 
 
 @pytest.mark.slow
@@ -353,20 +731,10 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
             pytest.skip("needs Debian's Chromium: apt-get install -y chromium")
         pytest.importorskip("playwright.sync_api", reason="needs pip install -r requirements-dev.txt")
     import playwright.sync_api as playwright
-    port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoint", str(tiny_checkpoints),
-                               "--port", str(port), "--runs", str(tmp_path / "runs"),
-                               "--examples", str(clips["good"].parent)],
-                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    server, url = start_app(tiny_checkpoints, clips, tmp_path, "--enable-training")
     shots = Path(os.environ.get("STGCMA_SCREENSHOTS", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     try:
-        url, started = f"http://127.0.0.1:{port}", time.monotonic()
-        for line in server.stdout:
-            if url in line or time.monotonic() - started > 120:
-                break
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
         with playwright.sync_playwright() as p:
@@ -390,6 +758,8 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
             page.get_by_placeholder("Is the violin playing?").fill("How many objects are sounding in the video?")
             page.get_by_role("button", name="Ask", exact=True).click()
             page.get_by_text("confidence").first.wait_for(timeout=60_000)
+            page.get_by_text("How many types of sounds were heard throughout the video?").first.click()  # a chip
+            page.get_by_text("confidence").nth(1).wait_for(timeout=60_000)
             page.screenshot(path=str(shots / "ask.png"), full_page=True)
             page.get_by_role("tab", name="Attention").click()
             page.get_by_role("button", name="Show attention").click()
@@ -404,5 +774,4 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
             page.screenshot(path=str(shots / "train.png"), full_page=True)
             browser.close()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_app(server)

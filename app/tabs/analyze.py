@@ -1,13 +1,17 @@
 """Analyze tab: upload a clip -> AVS overlay video, AVE timeline and per-second table, downloads.
 
 The outputs come from ``stgcma.report.write_report`` (the same files as ``python -m stgcma
-analyze``); clicking a row of the per-second table seeks the video to that second.
+analyze``); clicking a row of the per-second table seeks the video to that second. Results carry
+the clip's name; after a failed analysis the previous clip's results stay, marked as stale.
+``api_analyze`` is the same work as the ``/analyze`` API endpoint (errors raise ``gr.Error``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import html
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,9 +20,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app.errors import guarded, status_html, warnings_html
+from app.errors import api_errors, guarded, status_html, user_message, warnings_html
 from app.render import clock, percent
 from app.state import AppContext, Session
+from stgcma.media.render import DEFAULT_COLOR
 from stgcma.report import write_report
 
 PROGRESS = gr.Progress()  # Gradio finds progress trackers by their default value
@@ -44,7 +49,42 @@ def per_second_table(analysis: Any, segment_seconds: float = 1.0) -> pd.DataFram
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
 
 
-def facts_html(facts: dict[str, Any]) -> str:
+def clip_objects(ave: dict[str, Any] | None) -> list[str]:
+    """The AVE events found in a clip (seconds whose top class is not background), most confident first."""
+    if ave is None:
+        return []
+    total: dict[str, float] = {}
+    for label, idx, conf in zip(ave["labels"], ave["label_ids"], ave["confidence"], strict=True):
+        if int(idx) != int(ave["background_index"]):
+            total[label] = total.get(label, 0.0) + float(conf)
+    return sorted(total, key=total.get, reverse=True)
+
+
+def overlay_label(name: str = "", has_audio: bool = True) -> str:
+    """The overlay video's title: which clip, and whether it has sound (never "original audio" when silent)."""
+    if not name:
+        return "Sounding objects (AVS overlay)"
+    sound = "with the original audio" if has_audio else "silent: the clip has no audio track"
+    return f"Sounding objects in {name} (AVS overlay, {sound})"
+
+
+def colour_key_html() -> str:
+    """The overlay's colour key: the mask colour from transparent (0) to full (1) model confidence."""
+    r, g, b = DEFAULT_COLOR
+    return ('<div class="stg-note stg-key">Colour key: <span class="stg-swatch" style="background: linear-gradient('
+            f'to right, rgba({r},{g},{b},0), rgba({r},{g},{b},0.5))"></span> tinted = where the model hears the '
+            "sounding object (mask probability 0 → 1; edges blend between seconds). No tint: nothing sounding "
+            "in view.</div>")
+
+
+def stale_html(previous: str, failed: str) -> str:
+    """After a failed analysis: the results on screen belong to the previous clip."""
+    return (f'<div class="stg-status stg-warn">⚠ <b>Stale results:</b> everything below is still about '
+            f"<b>{html.escape(previous)}</b>; {html.escape(failed or 'the new upload')} could not be analysed "
+            "(see the message under it).</div>")
+
+
+def facts_html(facts: dict[str, Any], name: str = "") -> str:
     """The clip's media facts as a compact table."""
     audio = (f"{facts.get('audio_codec')} · {facts.get('audio_channels')} ch · {facts.get('audio_sample_rate')} Hz"
              if facts.get("has_audio") else "none (analysed with silence)")
@@ -53,8 +93,27 @@ def facts_html(facts: dict[str, Any]) -> str:
             ("picture", f"{facts.get('width')}×{facts.get('height')} · {float(facts.get('fps') or 0):.1f} fps · "
                         f"{facts.get('video_codec')} · rotation {facts.get('rotation', 0)}°"),
             ("audio", audio)]
+    if name:
+        rows.insert(0, ("clip", name))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table class="stg-facts">{body}</table>'
+
+
+@dataclasses.dataclass
+class Report:
+    """One finished analysis: what the page and the API show."""
+
+    result: dict[str, Any]
+    overlay: str | None
+    timeline: str | None
+    downloads: list[str]
+    table: pd.DataFrame
+    session: Session
+    seconds: float
+
+
+def clip_name(video: str | None) -> str:
+    return Path(video).name if video else ""
 
 
 class AnalyzeTab:
@@ -67,14 +126,18 @@ class AnalyzeTab:
         with gr.Row():
             with gr.Column(scale=1):
                 self.video = gr.Video(label="Your clip", sources=["upload"], include_audio=True, height=320)
-                if self.ctx.examples:
-                    gr.Examples(examples=[[p] for p in self.ctx.examples], inputs=[self.video],
-                                label="Example clips (SynthAV)")
                 self.button = gr.Button("Analyze", variant="primary")
+                self.gallery = None
+                items = [(e.thumbnail(), e.label) for e in self.example_items()]
+                if items and all(image is not None for image, _ in items):
+                    self.gallery = gr.Gallery(items, label="Example clips (SynthAV): click one to analyse it",
+                                              columns=4, height="auto", allow_preview=False, object_fit="contain",
+                                              interactive=False)
+                gr.Markdown(self.ctx.limits.text(), elem_classes=["stg-note"])
                 self.facts = gr.HTML()
             with gr.Column(scale=1):
-                self.overlay = gr.Video(label="Sounding objects (AVS overlay, original audio)", interactive=False,
-                                        height=320)
+                self.overlay = gr.Video(label=overlay_label(), interactive=False, height=320)
+                gr.HTML(colour_key_html())
                 self.warnings = gr.HTML()
                 self.status = gr.HTML()
         with gr.Row(equal_height=False):
@@ -87,43 +150,87 @@ class AnalyzeTab:
         self.files = gr.File(label="Downloads: overlay video, masks (zip), result.json, timeline",
                              file_count="multiple", interactive=False)
 
+    def example_items(self) -> list[Any]:
+        """The examples in gallery order (``app.examples.Example``)."""
+        return list(self.ctx.example_items)
+
+    def pick_example(self, evt: gr.SelectData) -> Any:
+        """A click on the gallery: that example becomes the clip (the analysis follows)."""
+        items = self.example_items()
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return items[int(index)].path if 0 <= int(index) < len(items) else gr.skip()
+
     def outputs(self, session: gr.State) -> list[Any]:
         return [self.overlay, self.timeline, self.table, self.files, self.facts, self.warnings, session, self.status]
 
-    @guarded(8)
-    def analyze(self, video: str | None, session: Session, progress: Any = PROGRESS) -> tuple[Any, ...]:
+    def run(self, video: str | None, session: Session, progress: Any = None) -> Report:
         """Decode and run every loaded task, then write the overlay, masks, timeline and result.json."""
         if not video:
             raise ValueError("Upload a video or pick an example first.")
+        progress = progress or (lambda *a, **k: None)
         holder = self.ctx.holder
-        predictor = holder.require()
+        predictor = holder.require(session)
         started = time.perf_counter()
         progress(0.0, desc="Decoding")
         analysis = predictor.analyze(video, progress=lambda f: progress(0.3 * float(f), desc="Decoding"))
         progress(0.35, desc="Rendering the overlay")
-        out = Path(self.ctx.work_dir) / f"{analysis.key[:16]}-model{holder.generation}"
-        result = write_report(predictor, video, analysis, out,
+        model_tag = (hashlib.sha1(session.model.encode()).hexdigest()[:8] if session.model
+                     else f"model{holder.generation}")
+        out = Path(self.ctx.work_dir) / f"{analysis.key[:16]}-{model_tag}"
+        name = clip_name(video)
+        extras = {"clip": name, "model": holder.model_label(session)}
+        result = write_report(predictor, video, analysis, out, extras=extras,
                               progress=lambda f: progress(0.35 + 0.6 * float(f), desc="Rendering the overlay"))
         files = result["files"]
         downloads = [files["overlay"]] if "overlay" in files else []
-        if (out / "masks").is_dir():
+        if files.get("masks"):  # from the result, not from what a folder listing happens to show
             downloads.append(shutil.make_archive(str(out / "masks"), "zip", out / "masks"))
         downloads += [str(out / "result.json")] + ([files["timeline"]] if "timeline" in files else [])
         facts = analysis.facts
         segment_seconds = float(facts.get("segment_seconds", 1.0))
-        new_session = dataclasses.replace(session, video=video, key=analysis.key, out_dir=str(out),
+        new_session = dataclasses.replace(session, video=video, key=analysis.key, out_dir=str(out), clip_name=name,
                                           num_segments=int(facts.get("num_segments", 0)),
-                                          segment_seconds=segment_seconds, generation=holder.generation,
-                                          warnings=list(analysis.warnings))
-        for warning in analysis.warnings:
+                                          segment_seconds=segment_seconds, has_audio=bool(facts.get("has_audio", True)),
+                                          warnings=list(analysis.warnings), objects=clip_objects(analysis.ave))
+        return Report(result, files.get("overlay"), files.get("timeline"), downloads,
+                      per_second_table(analysis, segment_seconds), new_session, time.perf_counter() - started)
+
+    def analyze(self, video: str | None, session: Session, progress: Any = PROGRESS) -> tuple[Any, ...]:
+        """The Analyze button: every output of one analysis; on failure the old results are marked stale."""
+        try:
+            report = self.run(video, session, progress)
+        except Exception as err:
+            message = user_message(err, "AnalyzeTab.analyze")
+            gr.Warning(message)
+            return (*self.stale(session, clip_name(video)), status_html(message, "error"))
+        new = report.session
+        for warning in new.warnings:
             gr.Warning(warning)
-        missing = [t.upper() for t in ("ave", "avs") if t not in predictor.tasks]
+        tasks = self.ctx.holder.tasks_for(new)
+        missing = [t.upper() for t in ("ave", "avs") if t not in tasks]
         note = f" (no {' or '.join(missing)} model loaded)" if missing else ""
-        done = status_html(f"Analysed {new_session.num_segments} seconds in {time.perf_counter() - started:.1f} s"
-                           f"{note}. Click a row of the table to jump to that second.", "ok")
-        overlay = files.get("overlay", video)
-        return (overlay, files.get("timeline"), per_second_table(analysis, segment_seconds), downloads,
-                facts_html(facts), warnings_html(analysis.warnings), new_session, done)
+        done = status_html(f"Analysed {new.clip_name}: {new.num_segments} seconds in {report.seconds:.1f} s{note}. "
+                           "Click a row of the table to jump to that second.", "ok")
+        overlay = gr.update(value=report.overlay or video, label=overlay_label(new.clip_name, new.has_audio))
+        table = gr.update(value=report.table, label=f"{new.clip_name}, per second: click a row to seek the video")
+        return (overlay, report.timeline, table, report.downloads, facts_html(report.result["facts"], new.clip_name),
+                warnings_html(new.warnings), new, done)
+
+    def stale(self, session: Session, failed: str) -> tuple[Any, ...]:
+        """Every output but the status after a failure: the previous results kept and marked stale."""
+        if not session.key:
+            return (gr.skip(),) * 7
+        previous = session.clip_name or clip_name(session.video)
+        return (gr.update(label=f"STALE: {overlay_label(previous, session.has_audio)}"), gr.skip(),
+                gr.update(label=f"STALE: {previous}, per second"), gr.skip(), gr.skip(),
+                stale_html(previous, failed), gr.skip())
+
+    @api_errors
+    def api_analyze(self, video: str | None, progress: Any = PROGRESS) -> tuple[dict[str, Any], str | None, str | None]:
+        """``/analyze``: a clip in -> (result.json as a dict, overlay mp4, AVE timeline png); errors raise gr.Error."""
+        report = self.run(video, Session(), progress)
+        result = json.loads(Path(report.session.out_dir, "result.json").read_text())
+        return result, report.overlay, report.timeline
 
     @guarded(4)
     def seek(self, session: Session, evt: gr.SelectData) -> tuple[Any, ...]:
@@ -133,6 +240,9 @@ class AnalyzeTab:
         return gr.update(playback_position=second * session.segment_seconds), second, second, ""
 
     def seconds_range(self, session: Session) -> tuple[Any, Any]:
-        """After an analysis: the viewers' second sliders span the clip."""
+        """After an analysis: the viewers' second sliders span the clip, and their hint says which clip."""
+        if not session.key:
+            return gr.skip(), gr.skip()
         top = max(0, session.num_segments - 1)
-        return (gr.update(maximum=max(1, top), value=0, interactive=session.num_segments > 1),) * 2
+        hint = f"seconds 0-{top} of {session.clip_name}; clicking a table row in Analyze sets it"
+        return (gr.update(maximum=max(1, top), value=0, interactive=session.num_segments > 1, info=hint),) * 2

@@ -74,7 +74,7 @@ class AttentionTab:
     def show(self, task: str | None, second: float, block: str, stage: str, direction: str, question: str,
              session: Session, video: str | None) -> tuple[Any, ...]:
         """Compute (or reuse) the maps of the window holding ``second`` and draw the chosen ones."""
-        predictor = self.ctx.holder.require()
+        predictor = self.ctx.holder.require(session)
         if not task:
             raise ValueError("The loaded model has no task with cross-modal attention to show.")
         key = self.ctx.holder.clip_key(session, video)

@@ -30,9 +30,9 @@ class AttributionTab:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
-    def target_choices(self, task: str | None) -> list[tuple[str, str]]:
+    def target_choices(self, task: str | None, session: Session | None = None) -> list[tuple[str, str]]:
         """What can be explained for ``task``: the prediction itself, or any class / answer by name."""
-        meta = self.ctx.holder.meta(task) if task else {}
+        meta = self.ctx.holder.meta(task, session) if task else {}
         if task == "ave":
             names = meta.get("class_names", [])
             return [("the predicted class", PREDICTED)] + [(n, str(i)) for i, n in enumerate(names)]
@@ -74,7 +74,7 @@ class AttributionTab:
     def explain(self, task: str | None, target: str | None, question: str, second: float, method: str,
                 detail: str, session: Session, video: str | None, progress: Any = PROGRESS) -> tuple[Any, ...]:
         """Attribute the chosen prediction at ``second`` to the frame and the spectrogram."""
-        predictor = self.ctx.holder.require()
+        predictor = self.ctx.holder.require(session)
         if not task:
             raise ValueError("The loaded model has no task to explain.")
         key = self.ctx.holder.clip_key(session, video)
@@ -100,6 +100,7 @@ class AttributionTab:
                 f"picture, its 99th percentile at full colour; the share compares the raw totals.</p>")
         return frame, spectrogram, share, info, status_html("")
 
-    def on_task(self, task: str | None) -> tuple[Any, Any]:
+    def on_task(self, task: str | None, session: Session | None = None) -> tuple[Any, Any]:
         """New task: its targets, and the question box for AVQA."""
-        return gr.update(choices=self.target_choices(task), value=PREDICTED), gr.update(visible=task == "avqa")
+        return (gr.update(choices=self.target_choices(task, session), value=PREDICTED),
+                gr.update(visible=task == "avqa"))
