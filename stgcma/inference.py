@@ -18,6 +18,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 
 from stgcma.checkpoint import CONFIG_NAME, CheckpointError, load_model, resolve_source
 from stgcma.media import DecodedClip, MediaLimits, clip_inputs, decode_clip, windows
+from stgcma.ood import STREAMS, capture, out_of_world_message, read_world_stats
 
 TASKS = ("ave", "avs", "avqa")
 EXPLANATIONS_PER_CLIP = 8
@@ -112,7 +114,12 @@ class ClipState:
 
 @dataclass
 class Analysis:
-    """What ``analyze`` returns; ``to_dict()`` is JSON-ready (arrays become lists)."""
+    """What ``analyze`` returns; ``to_dict()`` is JSON-ready (arrays become lists).
+
+    ``world``: how far the clip lies from the checkpoints' training world (``Predictor.world``);
+    ``to_dict`` puts ``out_of_world`` (true, false, or null for checkpoints without statistics),
+    ``ood_distance`` and ``ood_threshold`` at the top level and the details under ``ood``.
+    """
 
     key: str
     facts: dict[str, Any]
@@ -120,6 +127,7 @@ class Analysis:
     ave: dict[str, Any] | None
     avs: dict[str, Any] | None
     timings: dict[str, float]
+    world: dict[str, Any] | None = None
 
     def to_dict(self, include_masks: bool = False) -> dict[str, Any]:
         def plain(value: Any) -> Any:
@@ -133,7 +141,10 @@ class Analysis:
                 return value.item()
             return value
 
-        return plain({"key": self.key, "facts": self.facts, "warnings": self.warnings, "ave": self.ave,
+        world = self.world or {}
+        return plain({"key": self.key, "facts": self.facts, "warnings": self.warnings,
+                      "out_of_world": world.get("out_of_world"), "ood_distance": world.get("distance"),
+                      "ood_threshold": world.get("threshold"), "ood": world, "ave": self.ave,
                       "avs": self.avs, "timings": self.timings})
 
 
@@ -154,6 +165,8 @@ class Predictor:
         self._lock = threading.RLock()
         self.last_key: str | None = None
         self.sample_rate = next(iter(self.models.values())).config.preprocess.sample_rate
+        # per task: (statistics of its training world from its checkpoint folder, or None and why not)
+        self.world_stats = {task: read_world_stats(meta.get("source")) for task, meta in self.meta.items()}
 
     @classmethod
     def from_pretrained(cls, source: str | Path = "default", tasks: tuple[str, ...] | None = None,
@@ -246,12 +259,47 @@ class Predictor:
         plan = windows(video.shape[0], model.config.num_frames)
         wv, wa = plan.gather(video), plan.gather(audio)  # (W, T, ...)
         outs = []
-        with torch.no_grad():
+        with torch.no_grad(), self._world_capture(task) as records:
             for i in range(0, plan.num_windows, self.max_windows):
                 v = wv[i:i + self.max_windows].to(self.device)
                 a = wa[i:i + self.max_windows].to(self.device)
                 outs.append(model(v, a)["logits"].float().cpu())
+        if records is not None:  # segment vectors of the real segments: (N, 2D) per stream
+            state.features[f"world:{task}"] = {s: plan.scatter(torch.cat([r[s] for r in records]).reshape(
+                *plan.index.shape, -1)).numpy() for s in STREAMS}
         return plan.scatter(torch.cat(outs))  # (N, ...)
+
+    def _world_capture(self, task: str):
+        stats = self.world_stats[task][0]
+        return capture(self.models[task], stats.block) if stats is not None else nullcontext()
+
+    def world(self, key: str | None = None) -> dict[str, Any]:
+        """How far the analysed clip lies from the training world of each checkpoint that ran on it.
+
+        Returns ``{"out_of_world": bool | None, "distance", "threshold", "world", "task", "stream",
+        "message", "tasks": {task: per-task verdict}}``; the top-level distance and threshold are
+        those of the task and stream furthest beyond (or nearest to) its threshold (see
+        ``stgcma.ood``). ``out_of_world`` is None, with a ``note``, when no checkpoint carries statistics.
+        """
+        state = self._state(key)
+        verdicts = {task: stats.verdict(state.features[f"world:{task}"])
+                    for task, (stats, _) in self.world_stats.items()
+                    if stats is not None and f"world:{task}" in state.features}
+        if not verdicts:
+            notes = [note for task, (_, note) in self.world_stats.items() if note]
+            return {"out_of_world": None, "distance": None, "threshold": None, "note": notes[0] if notes else None,
+                    "tasks": {}}
+        task = max(verdicts, key=lambda t: verdicts[t]["distance"] / verdicts[t]["threshold"])
+        top = verdicts[task]
+        out = any(v["out_of_world"] for v in verdicts.values())
+        return {"out_of_world": out, "distance": top["distance"], "threshold": top["threshold"],
+                "world": top["world"], "task": task, "stream": top["stream"],
+                "message": out_of_world_message(top["world"]) if out else None, "tasks": verdicts}
+
+    def _warnings(self, state: ClipState, world: dict[str, Any] | None = None) -> list[str]:
+        """The clip's media warnings, led by the out-of-world message when it applies."""
+        world = world if world is not None else self.world(state.key)
+        return ([world["message"]] if world.get("out_of_world") else []) + list(state.clip.warnings)
 
     def _ave(self, state: ClipState) -> dict[str, Any]:
         logits = self._run_windows("ave", state)  # (N, C)
@@ -283,9 +331,10 @@ class Predictor:
                 state.timings[task] = time.perf_counter() - start
             if "avqa" in wanted:
                 self._avqa_features(state)
+            world = self.world(state.key)
         facts = state.clip.facts() if hasattr(state.clip, "facts") else {}
-        return Analysis(state.key, facts, list(state.clip.warnings), state.results.get("ave"),
-                        state.results.get("avs"), dict(state.timings))
+        return Analysis(state.key, facts, self._warnings(state, world), state.results.get("ave"),
+                        state.results.get("avs"), dict(state.timings), world)
 
     def avqa_segments(self, num_segments: int) -> np.ndarray:
         """The T segment indices AVQA looks at: uniform over the clip (repeats when it is shorter)."""
@@ -298,9 +347,11 @@ class Predictor:
             model = self.models["avqa"]
             video, audio = self._inputs(state, "avqa")
             idx = torch.as_tensor(self.avqa_segments(video.shape[0]))
-            with torch.no_grad():
+            with torch.no_grad(), self._world_capture("avqa") as records:
                 state.features["avqa"] = model.forward_features(video[idx][None].to(self.device),
                                                                 audio[idx][None].to(self.device))
+            if records is not None:
+                state.features["world:avqa"] = {s: records[0][s].numpy() for s in STREAMS}  # (T, 2D)
             state.timings["avqa_features"] = time.perf_counter() - start
         return state.features["avqa"]
 
@@ -338,7 +389,7 @@ class Predictor:
         top = torch.topk(probs, min(top_k + 1, int(allowed.sum())))
         ranked = [(answers[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
         unknown = vocab.unknown_words(question)
-        warnings = list(state.clip.warnings)
+        warnings = self._warnings(state)
         if unknown:
             warnings.append(f"words the model never saw in training: {', '.join(unknown)}; the answer may be a guess")
         return {"question": question, "answer": ranked[0][0], "probability": ranked[0][1],

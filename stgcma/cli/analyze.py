@@ -2,8 +2,9 @@
 
 Writes result.json, overlay.mp4 (AVS masks over the video, original audio), masks/*.png,
 timeline.png (AVE), attention_*.png and attribution_*.png (one explained prediction) and, with
-``--question``, the AVQA answers. Bad input exits with status 2 and
-a one-line message.
+``--question``, the AVQA answers. A clip unlike anything the model was trained on is reported
+first, in plain words (``out_of_world`` in result.json; ``stgcma.ood``). Bad input exits with
+status 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -55,7 +56,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err).splitlines()[0]) from None
     bar.n = 100
     bar.close()
-    summary = {"out": args.out, "warnings": result["warnings"], "files": result["files"]}
+    summary = {"out": args.out, "out_of_world": result.get("out_of_world"), "warnings": result["warnings"],
+               "files": result["files"]}
+    world = result.get("ood") or {}
+    if result.get("out_of_world"):
+        print(f"OUT OF WORLD: {world['message']} (distance {result['ood_distance']:.2f}, "
+              f"threshold {result['ood_threshold']:.2f})")
+    elif result.get("out_of_world") is None and world.get("note"):
+        print(f"note: {world['note']}")
     if result.get("ave"):
         summary["ave_labels"] = result["ave"]["labels"]
     for answer in result.get("answers", []):

@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 1
+    ood_clips: int = 200  # validation clips for the world statistics of the saved checkpoints (0: none)
 
     def resolve(self) -> TrainConfig:
         """A copy with task defaults filled in and values checked."""

@@ -3,7 +3,8 @@
 A run folder holds ``config.json`` (resolved train + model config), ``metrics.csv`` (one row per
 epoch), ``steps.csv`` (loss per optimizer step), ``state.pt`` (everything needed to resume,
 written atomically at the end of each epoch), and adapter-only checkpoints ``last/``, ``best/``
-(selected on VALIDATION) and ``averaged/`` (mean weights over epochs ``avg_from``..``epochs``).
+(selected on VALIDATION) and ``averaged/`` (mean weights over epochs ``avg_from``..``epochs``); ``best/`` and
+``averaged/`` also hold the statistics of the training world on validation clips (``stgcma.ood``).
 TensorBoard logs go to ``tb/`` when tensorboard is installed.
 """
 
@@ -182,6 +183,19 @@ def _load_run(run: Path) -> tuple[TrainConfig, list[str]]:
     return TrainConfig.from_dict(data["train"]), list(data.get("model_overrides", []))
 
 
+def _write_world_stats(model: STGCMAModel, run: Path, names: list[str], val_set: Any, cfg: TrainConfig,
+                       device: torch.device) -> None:
+    """Store the statistics of its training world (``stgcma.ood``) in each saved checkpoint, from validation clips."""
+    from stgcma.checkpoint import load_weights_into
+    from stgcma.ood import world_name, write_world_stats
+
+    spec = cfg.val_data or cfg.data
+    for name in names:
+        load_weights_into(model, run / name)
+        write_world_stats(model, run / name, val_set, world_name(spec), cfg.ood_clips, cfg.batch_size, device,
+                          source=f"{spec} ({cfg.val_split})")
+
+
 def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str | Path | None = None,
         progress: bool = True) -> dict[str, Any]:
     """Train, validate every epoch, keep the best checkpoint; resume from ``resume`` (a run folder).
@@ -340,6 +354,9 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
             summary["averaged_select"] = val["select"]
             if val["select"] > best:
                 summary["selected"] = "averaged"
+        if main and cfg.ood_clips and len(val_set) >= 4:
+            saved = ["best"] + (["averaged"] if "averaged_select" in summary else [])
+            _write_world_stats(model, run, saved, val_set, cfg, device)
         if main:
             atomic_write_bytes(run / "summary.json", json.dumps(summary, indent=2).encode())
             if tb:
