@@ -72,7 +72,8 @@ def write_report(predictor: Predictor, path: str | Path, analysis: Analysis, out
     files: dict[str, Any] = {}
     if analysis.avs is not None:
         masks = analysis.avs["masks"]
-        files["overlay"] = str(render_mask_video(path, masks, out / "overlay.mp4", progress=progress))
+        files["overlay"] = str(render_mask_video(path, masks, out / "overlay.mp4", limits=predictor.limits,
+                                                     progress=progress))
         size = (int(analysis.facts.get("width", masks.shape[2])), int(analysis.facts.get("height", masks.shape[1])))
         files["masks"] = [str(p) for p in save_mask_pngs((masks > 0.5).astype(np.float32), out / "masks", size=size)]
     if analysis.ave is not None:

@@ -117,6 +117,7 @@ def test_app_starts_without_a_model_and_says_how_to_get_one(tmp_path, clips):
     assert ctx.holder.predictor is None
     banner = ctx.holder.status_html()
     assert "No model is loaded" in banner and "build-default" in banner and "--checkpoint" in banner
+    assert str(tmp_path) not in banner and "nowhere" in banner  # the folder's name, not the server's path
     assert isinstance(build_demo(ctx), gr.Blocks)
     out = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)
     assert "No model is loaded" in out[-1] and all(is_skip(o) for o in out[:-1])
@@ -492,6 +493,21 @@ def test_model_work_shares_one_bounded_queue_and_shows_one_progress(ctx):
     text = ctx.limits.text()
     assert f"{ctx.limits.max_file_mb} MB" in text and "10 min" in text and "busy, try again" in text
     assert any(isinstance(b, gr.Markdown) and text in str(b.value) for b in demo.blocks.values())
+
+
+def test_the_duration_limit_cuts_the_analysis_and_the_overlay(tiny_checkpoints, clips, tmp_path):
+    import av
+
+    from app.state import AppLimits
+
+    short = make_context(str(tiny_checkpoints), "cpu", runs=tmp_path / "runs", work_dir=tmp_path / "work",
+                         limits=AppLimits(max_duration_s=3))
+    assert "3 s" in short.limits.text()
+    out = AnalyzeTab(short).analyze(str(clips["good"]), Session(), progress=noop)  # a 6-second clip
+    session = out[6]
+    assert session.num_segments == 3 and any("3" in w for w in session.warnings), session.warnings
+    with av.open(out[0]["value"]) as container:
+        assert float(container.duration / av.time_base) <= 3.5
 
 
 def test_only_analyze_and_ask_are_public_api_endpoints(ctx):
