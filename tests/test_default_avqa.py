@@ -14,8 +14,8 @@ from stgcma.data.spec import build_dataset
 from stgcma.train.loop import _collate
 
 KNOWN_DEFECT = pytest.mark.xfail(strict=True, reason=(
-    "issue 11: the shipped AVQA default still answers from the question prior; clip features change its logits "
-    "by ~1e-3. Remove this marker when the default is rebuilt "
+    "issue 11: the shipped AVQA default still answers from the question prior; every clip gets bit-identical logits "
+    "for a question. Remove this marker when the default is rebuilt "
     "with a recipe that makes it use the clip."))
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "avqa").is_dir(), reason="no embedded AVQA default")
 N = 96
