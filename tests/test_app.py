@@ -276,7 +276,9 @@ def test_an_example_clip_offers_its_own_questions_from_the_manifest(tiny_checkpo
     ctx = make_context(str(tiny_checkpoints), "cpu", runs=tmp_path / "runs", examples=folder,
                        work_dir=tmp_path / "work")
     assert ctx.examples == [str(folder / "silent.mp4"), str(folder / "duet.mp4")]
-    session = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)[6]  # same content, other path
+    out = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)  # same content, other path
+    session = out[6]
+    assert "Duet: Two objects take turns." in out[4]  # the facts say what happens in the example
     assert AskTab(ctx).example_questions(session) == ["Is the green_star in the video making a sound?",
                                                       "Where is the loudest object?"]
     history, *_ = AskTab(ctx).ask_chip(1, [], session, None)
@@ -287,8 +289,8 @@ def test_examples_gallery_shows_captions_and_a_click_picks_the_clip(ctx, clips):
     demo = build_demo(ctx)
     gallery = next(b for b in demo.blocks.values() if isinstance(b, gr.Gallery))
     tab = AnalyzeTab(ctx)
-    assert [item["caption"] for item in gallery.value] == [e.label for e in ctx.example_items]
-    assert ctx.example_items[0].label == clips["good"].stem  # no manifest: named after the file
+    assert [item["caption"] for item in gallery.value] == [e.title for e in ctx.example_items]
+    assert ctx.example_items[0].title == clips["good"].stem  # no manifest: named after the file
     event = gr.SelectData(None, {"index": 0, "value": None})
     assert tab.pick_example(event) == str(clips["good"])
 

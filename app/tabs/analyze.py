@@ -64,8 +64,7 @@ def overlay_label(name: str = "", has_audio: bool = True) -> str:
     """The overlay video's title: which clip, and whether it has sound (never "original audio" when silent)."""
     if not name:
         return "Sounding objects (AVS overlay)"
-    sound = "with the original audio" if has_audio else "silent: the clip has no audio track"
-    return f"Sounding objects in {name} (AVS overlay, {sound})"
+    return f"AVS overlay of {name} · " + ("original audio" if has_audio else "silent: no audio track")
 
 
 def colour_key_html() -> str:
@@ -84,8 +83,8 @@ def stale_html(previous: str, failed: str) -> str:
             "(see the message under it).</div>")
 
 
-def facts_html(facts: dict[str, Any], name: str = "") -> str:
-    """The clip's media facts as a compact table."""
+def facts_html(facts: dict[str, Any], name: str = "", scene: str = "") -> str:
+    """The clip's media facts as a compact table (with what happens in it, for an example clip)."""
     audio = (f"{facts.get('audio_codec')} · {facts.get('audio_channels')} ch · {facts.get('audio_sample_rate')} Hz"
              if facts.get("has_audio") else "none (analysed with silence)")
     seconds = facts.get("num_segments", "?")
@@ -95,6 +94,8 @@ def facts_html(facts: dict[str, Any], name: str = "") -> str:
             ("audio", audio)]
     if name:
         rows.insert(0, ("clip", name))
+    if scene:
+        rows.insert(1, ("example", scene))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table class="stg-facts">{body}</table>'
 
@@ -128,10 +129,10 @@ class AnalyzeTab:
                 self.video = gr.Video(label="Your clip", sources=["upload"], include_audio=True, height=320)
                 self.button = gr.Button("Analyze", variant="primary")
                 self.gallery = None
-                items = [(e.thumbnail(), e.label) for e in self.example_items()]
+                items = [(e.thumbnail(), e.title) for e in self.example_items()]
                 if items and all(image is not None for image, _ in items):
                     self.gallery = gr.Gallery(items, label="Example clips (SynthAV): click one to analyse it",
-                                              columns=4, height="auto", allow_preview=False, object_fit="contain",
+                                              columns=4, height=300, allow_preview=False, object_fit="cover",
                                               interactive=False)
                 gr.Markdown(self.ctx.limits.text(), elem_classes=["stg-note"])
                 self.facts = gr.HTML()
@@ -213,7 +214,9 @@ class AnalyzeTab:
                            "Click a row of the table to jump to that second.", "ok")
         overlay = gr.update(value=report.overlay or video, label=overlay_label(new.clip_name, new.has_audio))
         table = gr.update(value=report.table, label=f"{new.clip_name}, per second: click a row to seek the video")
-        return (overlay, report.timeline, table, report.downloads, facts_html(report.result["facts"], new.clip_name),
+        scene = next((e.label for e in self.example_items() if e.key == new.key), "")
+        return (overlay, report.timeline, table, report.downloads,
+                facts_html(report.result["facts"], new.clip_name, scene),
                 warnings_html(new.warnings), new, done)
 
     def stale(self, session: Session, failed: str) -> tuple[Any, ...]:
@@ -221,7 +224,7 @@ class AnalyzeTab:
         if not session.key:
             return (gr.skip(),) * 7
         previous = session.clip_name or clip_name(session.video)
-        return (gr.update(label=f"STALE: {overlay_label(previous, session.has_audio)}"), gr.skip(),
+        return (gr.update(label=f"STALE: {previous} (the previous clip)"), gr.skip(),
                 gr.update(label=f"STALE: {previous}, per second"), gr.skip(), gr.skip(),
                 stale_html(previous, failed), gr.skip())
 
