@@ -67,6 +67,12 @@ def _convert(key: str, text: str, kind: type) -> Any:
     return text
 
 
+def synthav_spec(seed: int, n: int, *options: str) -> str:
+    """``synthav_spec(3, 10, "world=music,classes=14", "", "mode=s4")`` -> ``"synthav:seed=3,n=10,world=music,..."``
+    (empty options are skipped)."""
+    return ",".join([f"{PREFIX}seed={seed},n={n}", *filter(None, options)])
+
+
 def parse_synthav_spec(spec: str) -> dict[str, Any]:
     """``"synthav:seed=0,n=100,mode=s4"`` -> ``{"seed": 0, "n": 100, "mode": "s4"}`` (typed).
 

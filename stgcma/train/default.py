@@ -34,6 +34,8 @@ import torch
 
 from stgcma.checkpoint import CONFIG_NAME, DEFAULT_DIR, atomic_write_bytes, load_model
 from stgcma.config import load_preset
+from stgcma.data.spec import parse_synthav_spec
+from stgcma.data.spec import synthav_spec as _spec
 from stgcma.train.config import TrainConfig
 from stgcma.train.loop import evaluate, fit
 from stgcma.train.pretrain import pretrain_backbone
@@ -97,13 +99,6 @@ class DefaultRecipe:
 RECIPES = {"cpu": DefaultRecipe, "gpu": DefaultRecipe.gpu}
 
 
-def _spec(seed: int, n: int, *options: str) -> str:
-    return ",".join([f"synthav:seed={seed},n={n}", *filter(None, options)])
-
-
-def _world_options(world: str) -> dict[str, str]:
-    """``"world=music,classes=14"`` -> {"world": "music", "classes": "14"}."""
-    return dict(part.split("=", 1) for part in world.split(",") if part)
 
 
 def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/default", device: str = "cpu",
@@ -122,11 +117,11 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
     start = time.time()
     if not (skip_pretrain and backbone.exists()):
         pre = load_preset(recipe.preset).preprocess
-        world = _world_options(recipe.world)
+        world = parse_synthav_spec(_spec(0, 1, recipe.world))  # typed: {"world": "music", "classes": 14, ...}
         result = pretrain_backbone(backbone, preprocess=pre, seed=PRETRAIN_SEED, n_clips=recipe.pretrain_clips,
                                    epochs=recipe.pretrain_epochs, batch_size=recipe.pretrain_batch,
                                    lr=recipe.pretrain_lr, device=device, progress=progress, num_workers=num_workers,
-                                   world=world.get("world", "shapes"), classes=int(world.get("classes", 0)) or None)
+                                   world=world.get("world", "shapes"), classes=world.get("classes"))
         report["seconds"]["pretrain"] = result.seconds
         report["pretrain_patch_accuracy"] = result.patch_accuracy
     for task in tasks:

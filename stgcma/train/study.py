@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stgcma.checkpoint import DEFAULT_DIR, atomic_write_bytes, load_model
+from stgcma.data.spec import synthav_spec as _spec
 from stgcma.train.config import TrainConfig
 from stgcma.train.loop import evaluate, fit
 
@@ -31,8 +32,8 @@ TASK_SETUP: dict[str, dict[str, Any]] = {
     "ave": {"world": "", "overrides": [], "metric": "accuracy", "lavish_tokens": 2, "train": {}},
     "avs": {"world": "mode=s4", "overrides": ["preprocess.num_segments=5", "head.avs_channels=32"],
             "metric": "miou", "lavish_tokens": 16, "train": {"avs_dice_weight": 1.0}},
-    "avqa": {"world": "questions=8", "overrides": ["head.hidden=256", "head.avqa_embed=128"],
-             "metric": "accuracy", "lavish_tokens": 64, "train": {}},
+    "avqa": {"world": "", "overrides": ["head.hidden=256", "head.avqa_embed=128"],
+             "metric": "accuracy", "lavish_tokens": 64, "train": {}, "questions": 8},
 }
 PAPER_ABLATION = "T+S+G 81.8 > T+G 81.5 > T+S 81.4 > T 80.8 > S+G 77.0 > S 76.5 > G 76.1 (AVS mIoU, paper Table 5)"
 
@@ -71,16 +72,11 @@ class StudyBudget:
     world: str = "world=music,classes=14"
 
 
-def _spec(seed: int, n: int, *options: str) -> str:
-    return ",".join([f"synthav:seed={seed},n={n}", *filter(None, options)])
-
-
 def _cached_test_set(task: str, budget: StudyBudget, preprocess: Any) -> list[dict[str, Any]]:
     """The task's test clips rendered once (a list of items works as a map-style dataset)."""
     from stgcma.data.spec import build_dataset
 
-    world = TASK_SETUP[task]["world"].replace("questions=8", "")  # test: each clip's own question
-    data = build_dataset(_spec(402, budget.n_test, budget.world, world), task, "test", preprocess)
+    data = build_dataset(_spec(402, budget.n_test, budget.world, TASK_SETUP[task]["world"]), task, "test", preprocess)
     return [data[i] for i in range(len(data))]
 
 
@@ -105,6 +101,7 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
     results["budget"] = budget.__dict__
     for task in tasks:
         setup = TASK_SETUP[task]
+        questions = f"questions={setup['questions']}" if "questions" in setup else ""  # training only
         test = None
         for name, overrides in variants(setup["lavish_tokens"]).items():
             if only and name not in only:
@@ -117,9 +114,8 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
                 start = time.time()
                 full = "full_finetune" in " ".join(overrides)
                 cfg = TrainConfig(task=task, preset="synth-vit",
-                                  data=_spec(400, budget.n_train, budget.world, setup["world"], "fresh=1"),
-                                  val_data=_spec(401, budget.n_val, budget.world,
-                                                 setup["world"].replace("questions=8", "")),
+                                  data=_spec(400, budget.n_train, budget.world, setup["world"], questions, "fresh=1"),
+                                  val_data=_spec(401, budget.n_val, budget.world, setup["world"]),
                                   out=str(out / task / name.replace(" ", "_").replace("+", "") / f"seed{seed}"),
                                   epochs=budget.epochs, batch_size=budget.batch_size,
                                   lr=budget.full_finetune_lr if full else budget.lr, head_lr_scale=1.0,

@@ -27,7 +27,7 @@ import numpy as np
 from stgcma.data.synthav.audio import render_audio
 from stgcma.data.synthav.clip import Clip, make_clip
 from stgcma.data.synthav.music_bank import MUSIC_CLASSES
-from stgcma.data.synthav.questions import Question, scene_questions
+from stgcma.data.synthav.questions import Facts, Question, scene_questions
 from stgcma.data.synthav.render import render_frames, video_times
 from stgcma.data.synthav.scene import NUM_MUSIC_CLASSES, Scene, SynthConfig
 from stgcma.data.synthav.styles import class_names, question_names
@@ -37,7 +37,7 @@ SEED = 900
 SPLIT = "test"
 MANIFEST = "examples.json"
 MASS_NOUNS = {"applause"}
-SIDES = {1: ["in the middle"], 2: ["on the left", "on the right"], 3: ["on the left", "in the middle", "on the right"]}
+PHRASE = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
 
 
 def _spans(flags: tuple[bool, ...]) -> list[tuple[int, int]]:
@@ -70,9 +70,10 @@ def _noun(name: str) -> str:
 def describe(scene: Scene) -> str:
     """Where each object is and when it plays, what is heard off-screen, and the AVE event's seconds."""
     names = class_names(scene.num_classes, scene.world)
+    sides = Facts(scene, names).side  # the questions' left/middle/right, by slot
     parts = []
-    for obj, side in zip(sorted(scene.objects, key=lambda o: o.slot), SIDES[len(scene.objects)], strict=True):
-        what = f"{_noun(names[obj.cls])} {side}"
+    for obj, side in zip(sorted(scene.objects, key=lambda o: o.slot), sides, strict=True):
+        what = f"{_noun(names[obj.cls])} {PHRASE[side]}"
         seen = "" if all(obj.visible) else f" (in view {_when(obj.visible)})"
         plays = f"plays {_when(obj.sounding)}" if any(obj.sounding) else "stays silent"
         parts.append(f"{what}{seen} {plays}")
