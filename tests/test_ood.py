@@ -174,3 +174,19 @@ def test_gaussian_distance_is_one_for_typical_points_and_grows_off_the_data():
     outside = fresh.copy()
     outside[:, 0] += 6 * np.sqrt(g.residual)  # off the kept components: measured against the residual variance
     assert g.squared(outside).mean() > 1.3
+
+
+def test_the_app_shows_the_out_of_world_banner_once(run, clips, tmp_path):
+    from app.main import make_context
+    from app.state import Session
+    from app.tabs.analyze import AnalyzeTab
+
+    ctx = make_context(str(run / "best"), "cpu", runs=tmp_path / "runs", examples=tmp_path / "none",
+                       work_dir=tmp_path / "work")
+    tab = AnalyzeTab(ctx)
+    own = tab.analyze(str(clips["own"]), Session(), progress=lambda *a, **k: None)
+    assert "unlike anything" not in own[5]
+    photo = tab.analyze(str(clips["photo"]), Session(), progress=lambda *a, **k: None)
+    banner = photo[5]
+    assert banner.count("unlike anything this model was trained on") == 1, banner  # the banner, not also a warning
+    assert "stg-error" in banner and "SynthAV Shapes" in banner

@@ -23,6 +23,7 @@ import pandas as pd
 from app.errors import api_errors, guarded, status_html, user_message, warnings_html
 from app.render import clock, percent
 from app.state import AppContext, Session
+from app.world import other_warnings, world_html
 from stgcma.media.render import DEFAULT_COLOR
 from stgcma.report import write_report
 
@@ -217,7 +218,7 @@ class AnalyzeTab:
         scene = next((e.label for e in self.example_items() if e.key == new.key), "")
         return (overlay, report.timeline, table, report.downloads,
                 facts_html(report.result["facts"], new.clip_name, scene),
-                warnings_html(new.warnings), new, done)
+                world_html(report.result) + warnings_html(other_warnings(report.result, new.warnings)), new, done)
 
     def stale(self, session: Session, failed: str) -> tuple[Any, ...]:
         """Every output but the status after a failure: the previous results kept and marked stale."""
