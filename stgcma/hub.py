@@ -45,6 +45,8 @@ BACKBONE_WEIGHTS = {
     "swin-b": ("Swin-B ImageNet-22k (`timm` swin_base_patch4_window7_224.ms_in22k)", "MIT"),
     "swin-l": ("Swin-L ImageNet-22k (`timm` swin_large_patch4_window7_224.ms_in22k)", "MIT"),
 }
+# backbone -> how its weights were made, when they come from a local file (e.g. the embedded default's)
+BACKBONE_PRETRAINING = {"synth-vit": "image-only pretraining on SynthAV Music frames (no audio)"}
 SELECT = {"ave": "accuracy", "avs": "miou", "avqa": "accuracy"}
 
 
@@ -104,10 +106,70 @@ def _fmt_metrics(metrics: dict[str, Any]) -> list[str]:
             for k, v in metrics.items() if k != "select"]
 
 
+def _is_local_weights(pretrained: str | None) -> bool:
+    """Whether ``backbone.pretrained`` names a weights file (else None, or a source tag such as "openai")."""
+    return bool(pretrained) and ("/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors")))
+
+
+def checkpoint_facts(folder: str | Path, *, data: str | None = None, trainable_params: int | None = None,
+                     total_params: int | None = None, license: str = "mit") -> dict[str, Any]:
+    """What a model card says about the checkpoint in ``folder``, as plain data (no server paths inside).
+
+    Args:
+        folder: a checkpoint folder.
+        data: the training data; default: the run's ``config.json`` beside the folder, else "not recorded".
+        trainable_params: trained parameters; default: counted from the weights file.
+        total_params: all parameters; default: counted by building the model with random backbone weights.
+        license: licence id of the adapter weights (for bundled backbone weights).
+
+    Returns:
+        task, task_name, num_classes, preset, backbone, weights (where the frozen backbone's weights come from:
+        a source, a file NAME, or random), weights_licence, adapters, trainable, total (None when it cannot be
+        counted), data, inputs, val (the validation metrics stored in the checkpoint), epoch.
+    """
+    folder = Path(folder)
+    config, meta = read_checkpoint_config(folder)
+    run_config = folder.parent / "config.json"
+    train: dict[str, Any] = {}
+    if run_config.exists():
+        try:
+            train = json.loads(run_config.read_text()).get("train", {})
+        except json.JSONDecodeError:
+            train = {}
+    backbone = config.backbone
+    weights, weights_licence = BACKBONE_WEIGHTS.get(backbone.name, (None, None))
+    pretraining = f": {BACKBONE_PRETRAINING[backbone.name]}" if backbone.name in BACKBONE_PRETRAINING else ""
+    if backbone.pretrained and backbone.pretrained.startswith(f"./{BACKBONE_DIR}/"):
+        weights = f"`{backbone.name}` weights shipped in this repo (`{backbone.pretrained[2:]}`){pretraining}"
+        weights_licence = license.upper()
+    elif backbone.pretrained is None:
+        weights, weights_licence = f"`{backbone.name}` with RANDOM weights (rebuilt from `init_seed`)", "-"
+    elif _is_local_weights(backbone.pretrained):
+        weights = f"`{backbone.name}` weights from the file `{Path(backbone.pretrained).name}`{pretraining}"
+        weights_licence = weights_licence or "see the source"
+    elif weights is None:
+        weights, weights_licence = f"`{backbone.name}`, pretrained={backbone.pretrained!r}", "see the source"
+    trainable = trainable_params if trainable_params is not None else _num_trainable(folder)
+    total = total_params if total_params is not None else _total_params(config)
+    adapter, pre = config.adapter, config.preprocess
+    return {
+        "task": config.head.task, "task_name": TASK_NAMES[config.head.task], "num_classes": config.head.num_classes,
+        "preset": config.name, "backbone": backbone.name, "weights": weights, "weights_licence": weights_licence,
+        "adapters": (f"{adapter.method}, ratio {adapter.ratio}, stages T={adapter.temporal} S={adapter.spatial} "
+                     f"G={adapter.global_}"),
+        "trainable": trainable, "total": total, "data": data or train.get("data") or "not recorded",
+        "inputs": (f"{pre.num_segments} x 1-s segments, {pre.image_size} px frames, "
+                   f"{pre.target_frames}x{pre.num_mel_bins} fbank"),
+        "val": {k: v for k, v in (meta.get("val") or {}).items() if k != "select"}, "epoch": meta.get("epoch"),
+    }
+
+
 def model_card(folder: str | Path, repo_id: str | None = None, *, data: str | None = None,
                metrics: dict[str, Any] | None = None, metrics_command: str | None = None,
                license: str = "mit", total_params: int | None = None) -> str:
     """The ``README.md`` text for the checkpoint in ``folder`` (YAML metadata + Markdown body).
+
+    The facts come from :func:`checkpoint_facts` (the app's About panel shows the same ones).
 
     Args:
         folder: a checkpoint folder.
@@ -122,29 +184,9 @@ def model_card(folder: str | Path, repo_id: str | None = None, *, data: str | No
     from huggingface_hub import ModelCard, ModelCardData
 
     folder = Path(folder)
-    config, meta = read_checkpoint_config(folder)
-    task = config.head.task
-    run_config = folder.parent / "config.json"
-    train: dict[str, Any] = {}
-    if run_config.exists():
-        try:
-            train = json.loads(run_config.read_text()).get("train", {})
-        except json.JSONDecodeError:
-            train = {}
-    data = data or train.get("data") or "not recorded"
-    source = repo_id or str(folder)
-    backbone = config.backbone
-    weights, weights_licence = BACKBONE_WEIGHTS.get(backbone.name, (None, None))
-    if backbone.pretrained and backbone.pretrained.startswith(f"./{BACKBONE_DIR}/"):
-        weights = f"`{backbone.name}` weights shipped in this repo (`{backbone.pretrained[2:]}`)"
-        weights_licence = license.upper()
-    elif backbone.pretrained is None:
-        weights, weights_licence = f"`{backbone.name}` with RANDOM weights (rebuilt from `init_seed`)", "-"
-    elif weights is None:
-        weights, weights_licence = f"`{backbone.name}`, pretrained={backbone.pretrained!r}", "see the source"
-    trainable = _num_trainable(folder)
-    total = total_params if total_params is not None else _total_params(config)
-    val = dict(meta.get("val") or {})
+    facts = checkpoint_facts(folder, data=data, total_params=total_params, license=license)
+    task, source = facts["task"], repo_id or str(folder)
+    trainable, total, val = facts["trainable"], facts["total"], facts["val"]
     metrics_command = metrics_command or (f"python -m stgcma eval --task {task} --checkpoint {source} "
                                           f"--data DATA --split test --json")
     card_data = ModelCardData(
@@ -160,16 +202,14 @@ def model_card(folder: str | Path, repo_id: str | None = None, *, data: str | No
         "",
         "| | |",
         "|---|---|",
-        f"| task | {TASK_NAMES[task]}, {config.head.num_classes} outputs |",
-        f"| preset | `{config.name}` |",
-        f"| frozen backbone | {weights} (licence: {weights_licence}) |",
-        f"| adapters | {config.adapter.method}, ratio {config.adapter.ratio}, stages "
-        f"T={config.adapter.temporal} S={config.adapter.spatial} G={config.adapter.global_} |",
+        f"| task | {facts['task_name']}, {facts['num_classes']} outputs |",
+        f"| preset | `{facts['preset']}` |",
+        f"| frozen backbone | {facts['weights']} (licence: {facts['weights_licence']}) |",
+        f"| adapters | {facts['adapters']} |",
         f"| parameters | {trainable:,} trainable (in this repo)" + (f", {total:,} in all (frozen trunk counted once)"
                                                                      if total else "") + " |",
-        f"| training data | `{data}` |",
-        f"| inputs | {config.preprocess.num_segments} x 1-s segments, {config.preprocess.image_size} px frames, "
-        f"{config.preprocess.target_frames}x{config.preprocess.num_mel_bins} fbank |",
+        f"| training data | `{facts['data']}` |",
+        f"| inputs | {facts['inputs']} |",
         f"| licence | adapter weights: {license}; the backbone weights and the training data keep their own terms |",
         "",
         "## Metrics",
@@ -179,7 +219,7 @@ def model_card(folder: str | Path, repo_id: str | None = None, *, data: str | No
         lines += ["Measured with:", "", f"    {metrics_command}", "", "| metric | value |", "|---|---|",
                   *_fmt_metrics(metrics), ""]
     if val:
-        epoch = meta.get("epoch")
+        epoch = facts["epoch"]
         lines += [f"Validation at the selected checkpoint{f' (epoch {epoch})' if epoch else ''}:", "",
                   "| metric | value |", "|---|---|", *_fmt_metrics(val), ""]
     if not metrics:
@@ -209,7 +249,7 @@ def _bundle_backbone(folder: Path, origin: Path) -> None:
     """
     document = json.loads((folder / CONFIG_NAME).read_text())
     pretrained = document["model"]["backbone"].get("pretrained")
-    if not pretrained or not ("/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))):
+    if not _is_local_weights(pretrained):
         return  # None, or a source tag such as "openai" that the loader fetches from its own source
     path = Path(pretrained).expanduser()
     path = path if path.is_absolute() else (origin / path).resolve()

@@ -208,6 +208,28 @@ class Predictor:
         return Predictor(models, device=str(self.device), limits=self.limits, cache_size=self.cache_size,
                          max_windows_per_batch=self.max_windows)
 
+    def with_tasks_of(self, other: Predictor) -> Predictor:
+        """A new Predictor in which every task of ``other`` replaces (or adds) this one's; the rest are kept.
+
+        E.g. the app's model picker: a one-task checkpoint goes over the app's model, a three-task one
+        replaces it. No model is reloaded.
+        """
+        models = {task: (self.models[task], self.meta[task]) for task in self.tasks}
+        models.update({task: (other.models[task], other.meta[task]) for task in other.tasks})
+        return Predictor(models, device=str(self.device), limits=self.limits, cache_size=self.cache_size,
+                         max_windows_per_batch=self.max_windows)
+
+    def describe(self, task: str) -> dict[str, Any]:
+        """The model card facts of ``task``'s model (plain data, see :func:`stgcma.hub.checkpoint_facts`), with
+        the trainable and total parameters of the loaded model."""
+        from stgcma.hub import checkpoint_facts
+
+        source = self.meta[task].get("source")
+        if not source:
+            raise ValueError(f"the {task} model was not loaded from a checkpoint folder: nothing to describe")
+        counts = self.models[task].parameter_counts()
+        return checkpoint_facts(source, trainable_params=counts["trainable"], total_params=counts["total"])
+
     @property
     def tasks(self) -> list[str]:
         return list(self.models)
