@@ -3,8 +3,9 @@
 Flags: ``--checkpoint SOURCE`` ("default", a folder, or a Hub repo id), ``--device`` (auto, cpu,
 cuda...), ``--port``, ``--host`` (default 127.0.0.1; a Space decides its own), ``--share`` (a
 public gradio.live link; off by default), ``--runs`` (where the Train tab keeps its runs),
-``--examples`` (folder of example clips), the limits (``--max-file-mb``, ``--max-duration``,
-``--queue-size``, ``--concurrency``, ``--max-jobs``) and ``--enable-training``.
+``--examples`` (folder of example clips), ``--models`` (a folder of checkpoints the Model list
+offers), the limits (``--max-file-mb``, ``--max-duration``, ``--queue-size``, ``--concurrency``,
+``--max-jobs``) and ``--enable-training``.
 
 Training is off unless ``--enable-training`` or ``STGCMA_ENABLE_TRAINING=1``. On an address beyond
 this computer (``--host 0.0.0.0``, ``--share``, a Space) it also needs a login, read from the
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument("--runs", default="runs", help="folder for training runs started from the Train tab")
     parser.add_argument("--examples", default=None, help="folder of example .mp4 clips (default assets/examples)")
+    parser.add_argument("--models", default=None,
+                        help="folder of checkpoint folders that visitors may pick in the Model list (besides the "
+                             "embedded default and the Train tab's runs)")
     parser.add_argument("--enable-training", action="store_true",
                         help="turn the Train tab on (also STGCMA_ENABLE_TRAINING=1); beyond localhost it needs "
                              "STGCMA_AUTH or STGCMA_AUTH_FILE")
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     limits = AppLimits(max_file_mb=args.max_file_mb, max_duration_s=args.max_duration, queue_size=args.queue_size,
                        concurrency=args.concurrency)
     ctx = make_context(args.checkpoint, device, runs=args.runs, examples=args.examples or EXAMPLES_DIR,
-                       limits=limits, training=training, max_jobs=args.max_jobs)
+                       limits=limits, training=training, max_jobs=args.max_jobs, models=args.models)
     logging.getLogger("stgcma.app").info("%s Training %s.", limits.text(), "on" if training else "off")
     demo = build_demo(ctx)
     launch: dict = {"theme": THEME, "css": CSS, "share": args.share, "server_port": args.port,

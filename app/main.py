@@ -1,4 +1,4 @@
-"""Assemble STG-CMA Studio: the model banner, five tabs, the events that connect them, two API endpoints.
+"""Assemble STG-CMA Studio: the model banner and picker, five tabs, the events that connect them, two API endpoints.
 
 ``build_demo(ctx)`` only builds the Blocks (tests call it without launching); ``app.py`` launches
 it with ``THEME`` and ``CSS`` (in Gradio 6 they are arguments of ``launch()``) after
@@ -7,7 +7,8 @@ it with ``THEME`` and ``CSS`` (in Gradio 6 they are arguments of ``launch()``) a
 Every event that runs the model (analyse, ask, attention, attribution and the API endpoints) joins
 ONE queue, ``concurrency_id="model"``, limited to ``ctx.limits.concurrency`` at a time. The page's
 own events are private (not in the API page); ``/analyze`` and ``/ask`` are the public API for
-``gradio_client``, and raise ``gr.Error`` on bad input.
+``gradio_client``, and raise ``gr.Error`` on bad input. Loading a model picked in the Model list
+joins its own queue, ``concurrency_id="model-load"``, one load at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from app.tabs.analyze import AnalyzeTab
 from app.tabs.ask import AskTab
 from app.tabs.attention import AttentionTab, task_choices
 from app.tabs.attribution import PREDICTED, AttributionTab
+from app.tabs.model import ModelPanel
 from app.tabs.train import TrainTab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,7 @@ CSS = """
 .stg-swatch { display: inline-block; width: 64px; height: 12px; border-radius: 3px; border: 1px solid #d1d5db; }
 """
 MODEL_QUEUE = "model"
+LOAD_QUEUE = "model-load"
 
 
 def find_examples(folder: str | Path = EXAMPLES_DIR) -> list[str]:
@@ -61,8 +64,12 @@ def find_examples(folder: str | Path = EXAMPLES_DIR) -> list[str]:
 
 def make_context(checkpoint: str = "default", device: str = "cpu", runs: str | Path = "runs",
                  examples: str | Path = EXAMPLES_DIR, work_dir: str | Path | None = None,
-                 limits: AppLimits | None = None, training: bool = False, max_jobs: int = 1) -> AppContext:
-    """Load the model (or remember why not) and set up the job manager and the output folder."""
+                 limits: AppLimits | None = None, training: bool = False, max_jobs: int = 1,
+                 models: str | Path | None = None) -> AppContext:
+    """Load the model (or remember why not) and set up the job manager and the output folder.
+
+    ``models``: a folder whose checkpoint folders the Model list offers (besides the default and the runs).
+    """
     limits = limits or AppLimits()
     holder = ModelHolder(checkpoint, device, limits=limits.media())
     holder.load()
@@ -70,7 +77,8 @@ def make_context(checkpoint: str = "default", device: str = "cpu", runs: str | P
     work.mkdir(parents=True, exist_ok=True)
     items = load_examples(examples)
     return AppContext(holder=holder, jobs=JobManager(runs, max_running=max_jobs), work_dir=work,
-                      examples=[e.path for e in items], limits=limits, training=training, example_items=items)
+                      examples=[e.path for e in items], limits=limits, training=training, example_items=items,
+                      models_dir=Path(models) if models else None)
 
 
 def queue_settings(limits: AppLimits) -> dict[str, Any]:
@@ -82,7 +90,7 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
     """The whole app as a ``gr.Blocks`` (not launched)."""
     ctx = ctx or make_context()
     analyze, ask, attention = AnalyzeTab(ctx), AskTab(ctx), AttentionTab(ctx)
-    attribution, train = AttributionTab(ctx), TrainTab(ctx)
+    attribution, train, panel = AttributionTab(ctx), TrainTab(ctx), ModelPanel(ctx)
     private = {"api_visibility": "private"}
     model = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": max(1, ctx.limits.concurrency), **private}
     quiet = {"show_progress": "hidden", **private}
@@ -90,6 +98,7 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         banner = gr.HTML(ctx.holder.status_html())
         session = gr.State(Session())
+        panel.build()
         with gr.Tabs():
             with gr.Tab("Analyze"):
                 analyze.build()
@@ -155,6 +164,13 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
                         inputs=[attention.task, attribution.task, session],
                         outputs=[banner, attention.task, attribution.task, attribution.target, attention.question,
                                  attribution.question], **quiet)
+        panel_ui = dict(fn=panel.refresh_list, inputs=[session], outputs=[panel.picker, panel.about], **quiet)
+        loading = {"concurrency_id": LOAD_QUEUE, "concurrency_limit": 1, **private}
+        switched = [panel.picker, session, banner, panel.status]
+        panel.picker.input(panel.pick, [panel.picker, session], switched, **loading).then(**model_ui).then(**panel_ui)
+        for start in (panel.hub_button.click, panel.hub.submit):
+            start(panel.load_hub, [panel.hub, session], switched, **loading).then(**model_ui).then(**panel_ui)
+        panel.refresh.click(**panel_ui)
         if train.enabled:
             poll = dict(fn=train.poll, inputs=[train.run], outputs=train.monitor_outputs(), **quiet)
             train.launch.click(train.start, train.form_inputs(), [train.run, train.timer, train.status],
@@ -166,8 +182,8 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
             train.resume.click(train.resume_run, [train.run], [train.timer, train.status], **private).then(**poll)
             train.task.input(train.on_task, [train.task, train.data], [train.data], **quiet)
             train.load.click(train.load_run, [train.run, session], [session, banner, train.status],
-                             **private).then(**model_ui)
-        demo.load(**model_ui)
+                             **private).then(**model_ui).then(**panel_ui)
+        demo.load(**model_ui).then(**panel_ui)
     return demo
 
 

@@ -2,8 +2,9 @@
 
 ``ModelHolder`` owns the app's ``Predictor`` (shared by every session; its own lock serialises
 model work) and can swap it for another checkpoint without ever leaving the app with no model
-because a load failed. A checkpoint loaded from the Train tab ("Load into demo") is a SESSION
-model: only the session that loaded it sees it; every other visitor keeps the app's model.
+because a load failed. A model picked in the Model list, or loaded from the Train tab ("Load into
+demo"), is a SESSION model: only the session that loaded it sees it; every other visitor keeps the
+app's model.
 ``Session`` is the per-browser state kept in a ``gr.State`` (server-side, never sent to the
 browser): the uploaded file, the analysed clip's cache key and name, where its outputs were
 written, and which model the session uses. Banners name models, never server paths.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -105,11 +107,25 @@ def model_name(source: str | Path) -> str:
 
 @dataclass
 class SessionModel:
-    """A checkpoint one session loaded on top of the app's model."""
+    """A model one session loaded on top of the app's model.
+
+    ``source``: a checkpoint folder (resolved), ``"default"`` or a Hub repo id; ``hub``: whether it is the latter.
+    """
 
     label: str
-    folder: str
+    source: str
     predictor: Predictor | None = None
+    hub: bool = False
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+# an absolute path in a message (not a URL, not "owner/name", not "1/16"): shown by its last part
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/<-])(?:/[\w.@+-]+)+/?")
+
+
+def is_hub_id(text: str) -> bool:
+    """Whether ``text`` looks like a Hugging Face Hub repo id (``owner/name``)."""
+    return bool(HUB_ID.fullmatch(text)) and ".." not in text
 
 
 class ModelHolder:
@@ -143,12 +159,17 @@ class ModelHolder:
         self.set(predictor, self.source)
         return predictor
 
-    def _scrub(self, message: str) -> str:
-        """``message`` with the source's server path replaced by its name."""
-        for form in {str(self.source), str(Path(self.source).expanduser().resolve())}:
-            if form and form != "default":
-                message = message.replace(form, model_name(self.source))
-        return message
+    def _scrub(self, message: str, *sources: str | Path) -> str:
+        """``message`` with the server paths of the app's and ``sources`` replaced by their names (and any
+        other absolute path by its last part)."""
+        forms = {}
+        for source in (self.source, *sources):
+            for form in {str(source), str(Path(source).expanduser().resolve())}:
+                if form and form != "default" and not (is_hub_id(form) and not Path(form).exists()):
+                    forms[form] = model_name(source)
+        for form in sorted(forms, key=len, reverse=True):
+            message = message.replace(form, forms[form])
+        return ABSOLUTE_PATH.sub(lambda m: Path(m.group()).name or "/", message)
 
     def set(self, predictor: Predictor, source: str, label: str | None = None) -> None:
         """Make ``predictor`` the app's model for every session (an operator's action, not a visitor's)."""
@@ -166,41 +187,71 @@ class ModelHolder:
         self.set(predictor, str(folder) if current is None else f"{self.source} + {folder}", label)
         return predictor
 
-    def load_for_session(self, folder: str | Path, label: str) -> str:
-        """Load the task checkpoint ``folder`` over the app's model for ONE session; returns its model id.
+    def load_for_session(self, source: str | Path, label: str | None = None) -> str:
+        """Load ``source`` over the app's model for ONE session; returns its model id (``Session.model``).
 
-        Sessions that load the same checkpoint share one Predictor; at most ``max_session_models``
+        ``source``: a checkpoint folder (one task, a finished run, or a folder of task folders),
+        ``"default"`` or a Hub repo id. Its tasks replace the app model's and the app model's other tasks
+        are kept (a one-task run keeps the other two). ``label`` names it in the banner (default: its name,
+        "+"-joined to the app model's when tasks of the app model are kept).
+
+        Sessions that load the same source share one Predictor; at most ``max_session_models``
         stay in memory (an evicted one is loaded again when its session next needs it). Raises
-        CheckpointError (the app's model and every session are left as they were).
+        CheckpointError with a one-line message naming no server path; the app's model and every
+        session are left as they were.
         """
-        folder = Path(folder).resolve()
-        weights = folder / "adapter_model.safetensors"
-        model_id = f"{folder}@{weights.stat().st_mtime_ns if weights.exists() else 0}"
-        entry = SessionModel(label, str(folder))
-        self._session_predictor(model_id, entry)
+        text = str(source)
+        hub = text != "default" and is_hub_id(text) and not Path(text).exists()
+        if text == "default" or hub:
+            model_id = text
+        else:
+            folder = Path(text).expanduser().resolve()
+            weights = [folder / "adapter_model.safetensors", *folder.glob("*/adapter_model.safetensors")]
+            stamp = max((w.stat().st_mtime_ns for w in weights if w.exists()), default=0)
+            text, model_id = str(folder), f"{folder}@{stamp}"
+        self._session_predictor(model_id, SessionModel(label or "", text, hub=hub))
         return model_id
+
+    def _build(self, entry: SessionModel) -> Predictor:
+        """``entry``'s source over the app's model; CheckpointError (one line, no server path) when it fails."""
+        try:
+            own = Predictor.from_pretrained(entry.source, device=self.device, limits=self.limits)
+        except CheckpointError as err:
+            log.info("loading %r for a session failed: %s", entry.source, err)
+            raise CheckpointError(self._scrub(one_line(err), entry.source)) from None
+        except Exception as err:
+            log.exception("loading %r for a session failed", entry.source)
+            raise CheckpointError(self._scrub(f"loading {model_name(entry.source)} failed: {one_line(err)}",
+                                              entry.source)) from None
+        base = self.predictor
+        if not entry.label:
+            kept = base is not None and not set(base.tasks) <= set(own.tasks)
+            entry.label = f"{self.label} + {model_name(entry.source)}" if kept else model_name(entry.source)
+        return base.with_tasks_of(own) if base is not None else own
 
     def _session_predictor(self, model_id: str, entry: SessionModel | None = None) -> Predictor:
         with self._swap:
             entry = self._session_models.get(model_id) or entry
         if entry is None:
-            raise NoModelError("This session's model is gone (the app restarted): load it again from the Train tab.")
-        predictor = entry.predictor
-        if predictor is None:
-            base = self.predictor
-            predictor = (base.with_checkpoint(entry.folder) if base is not None
-                         else Predictor.from_pretrained(entry.folder, device=self.device, limits=self.limits))
+            raise NoModelError("This session's model is gone (the app restarted): pick it again in the Model list.")
+        predictor = entry.predictor or self._build(entry)
         with self._swap:
             entry.predictor = predictor
             self._session_models[model_id] = entry
             self._session_models.move_to_end(model_id)
             loaded = [k for k, e in self._session_models.items() if e.predictor is not None]
             for old in loaded[: max(0, len(loaded) - self.max_session_models)]:
-                self._session_models[old].predictor = None  # keep its folder: reloaded on demand
+                self._session_models[old].predictor = None  # keep its source: reloaded on demand
         return predictor
 
+    def session_source(self, session: Session | None) -> SessionModel | None:
+        """The model ``session`` picked (its source and label), None when it uses the app's."""
+        if session is None or not session.model:
+            return None
+        return self._session_models.get(session.model)
+
     def predictor_for(self, session: Session | None = None) -> Predictor | None:
-        """The model ``session`` uses: its own (Train tab's "Load into demo"), else the app's."""
+        """The model ``session`` uses: its own (the Model list, the Train tab's "Load into demo"), else the app's."""
         if session is not None and session.model:
             return self._session_predictor(session.model)
         return self.predictor
@@ -252,7 +303,8 @@ class ModelHolder:
 class AppContext:
     """What every tab needs: the model, the training jobs, where outputs go, example clips, limits.
 
-    ``training``: whether the Train tab can launch jobs (off unless the operator enabled it).
+    ``training``: whether the Train tab can launch jobs (off unless the operator enabled it);
+    ``models_dir``: the operator's folder of checkpoints offered in the Model list (``--models``), if any.
     """
 
     holder: ModelHolder
@@ -262,3 +314,4 @@ class AppContext:
     limits: AppLimits = field(default_factory=AppLimits)
     training: bool = False
     example_items: list[Any] = field(default_factory=list)  # app.examples.Example, in gallery order
+    models_dir: Path | None = None
