@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ from app.tabs.analyze import AnalyzeTab
 from app.tabs.ask import AskTab
 from app.tabs.attention import A2V, BOTH, V2A, AttentionTab
 from app.tabs.attribution import AttributionTab
+from app.tabs.model import ModelPanel, default_available
 from app.tabs.train import TrainTab
 from stgcma.checkpoint import CheckpointError
 
@@ -110,6 +112,8 @@ def test_build_demo_constructs_without_launching(ctx):
     labels = {b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)}
     assert {"Analyze", "Ask", "Attention", "Attribution", "Train"} <= labels
     assert "No model" not in ctx.holder.status_html()
+    assert any(isinstance(b, gr.Dropdown) and b.label == "Model (for you only)" for b in demo.blocks.values())
+    assert any(isinstance(b, gr.Accordion) and b.label == "About this model" for b in demo.blocks.values())
 
 
 def test_app_starts_without_a_model_and_says_how_to_get_one(tmp_path, clips):
@@ -436,6 +440,115 @@ def test_status_of_a_run_started_elsewhere(tmp_path):
     assert JobManager(tmp_path).status(run)["state"] == "finished"
 
 
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/<-])/[\w.@+-]+")  # not </b>, a/b, 1/16, URLs
+
+
+def finished_run(ctx: AppContext, tiny_checkpoints: Path, name: str, task: str = "ave") -> Path:
+    """A finished run under the app's runs root (as the trainer leaves it), holding a copy of a tiny checkpoint."""
+    run = ctx.jobs.runs_root / name
+    shutil.copytree(tiny_checkpoints / task, run / "best", dirs_exist_ok=True)
+    (run / "config.json").write_text(json.dumps({"train": {"task": task, "data": "synthav:seed=0,n=8"}}))
+    (run / "summary.json").write_text(json.dumps({"selected": "best"}))
+    return run
+
+
+def test_model_picker_lists_the_default_the_runs_and_the_models_folder(ctx, tiny_checkpoints, tmp_path):
+    finished_run(ctx, tiny_checkpoints, "picker-ave")
+    (ctx.jobs.runs_root / "no-epoch-yet").mkdir(exist_ok=True)
+    (ctx.jobs.runs_root / "no-epoch-yet" / "config.json").write_text("{}")  # started, no checkpoint yet
+    choices, value = ModelPanel(ctx).choices(Session())
+    values = [v for _, v in choices]
+    assert values[0] == value == "app"  # the app's model (here the tiny set), shown for a fresh session
+    assert ("default" in values) == default_available()  # the embedded default, when it is built
+    assert "run:picker-ave" in values and "run:no-epoch-yet" not in values
+    for label, _ in choices:
+        assert not ABSOLUTE_PATH.search(label), label  # names, never server paths
+    models = tmp_path / "models"
+    shutil.copytree(tiny_checkpoints / "avs", models / "my-avs")  # one checkpoint
+    shutil.copytree(tiny_checkpoints, models / "all-three")  # a folder of task folders
+    (models / "notes").mkdir()
+    other = make_context(str(tiny_checkpoints), "cpu", runs=tmp_path / "runs", work_dir=tmp_path / "work",
+                         models=models)
+    values = [v for _, v in ModelPanel(other).choices()[0]]
+    assert "models:my-avs" in values and "models:all-three" in values and "models:notes" not in values
+    assert not any(v.startswith("run:") for v in values)  # its runs folder is empty
+
+
+def test_picking_a_run_switches_only_that_session(ctx, tiny_checkpoints):
+    finished_run(ctx, tiny_checkpoints, "picker-ave")
+    app_model, generation = ctx.holder.predictor, ctx.holder.generation
+    panel, visitor = ModelPanel(ctx), Session()
+    picker, session, banner, status = panel.pick("run:picker-ave", Session())
+    mine = ctx.holder.predictor_for(session)
+    assert session.model and mine is not app_model and picker["value"] == "run:picker-ave"
+    assert ctx.holder.predictor is app_model and ctx.holder.generation == generation  # the app's model is untouched
+    assert ctx.holder.predictor_for(visitor) is app_model  # ...and so is every other session's
+    assert mine.models["ave"] is not app_model.models["ave"]  # the run's AVE model...
+    assert mine.models["avs"] is app_model.models["avs"] and set(mine.tasks) == set(TASKS)  # ...over the app's
+    assert "picker-ave" in banner and "this session only" in banner and "stg-ok" in status
+    assert "this session only" not in ctx.holder.status_html(visitor)
+    for text in (banner, status):
+        assert str(ctx.jobs.runs_root) not in text and not ABSOLUTE_PATH.search(text), text
+    picker, back, banner, status = panel.pick("app", session)  # one click back to the app's model
+    assert back.model is None and ctx.holder.predictor_for(back) is app_model and picker["value"] == "app"
+
+
+def test_a_failing_pick_keeps_the_previous_model_and_says_why_without_a_path(ctx, tiny_checkpoints):
+    finished_run(ctx, tiny_checkpoints, "picker-ave")
+    panel = ModelPanel(ctx)
+    _, session, _, _ = panel.pick("run:picker-ave", Session())
+    mine = ctx.holder.predictor_for(session)
+    broken = finished_run(ctx, tiny_checkpoints, "picker-broken")
+    (broken / "best" / "adapter_model.safetensors").write_bytes(b"not tensors")
+    picker, kept, banner, status = panel.pick("run:picker-broken", session)
+    assert is_skip(kept) and is_skip(banner) and picker["value"] == "run:picker-ave"  # the list shows the kept model
+    assert ctx.holder.predictor_for(session) is mine
+    assert "stg-error" in status and "Could not load run picker-broken" in status and "hash" in status
+    assert "You keep" in status and "picker-ave" in status
+    assert str(ctx.jobs.runs_root) not in status and not ABSOLUTE_PATH.search(status), status
+    assert "Traceback" not in status and len(status.splitlines()) == 1
+    picker, kept, banner, status = panel.load_hub("someone/not-in-the-cache", session)  # tests run offline
+    assert is_skip(kept) and ctx.holder.predictor_for(session) is mine
+    assert "offline" in status and "Could not load someone/not-in-the-cache" in status and "You keep" in status
+    for typed, words in ((str(broken), "not a Hub repo id"), ("../../etc", "not a Hub repo id"),
+                         ("", "type a Hub repo id")):
+        picker, kept, banner, status = panel.load_hub(typed, session)
+        assert is_skip(kept) and words in status and str(ctx.jobs.runs_root) not in status, status
+    assert "no longer in the list" in panel.pick("run:never-existed", session)[-1]
+
+
+def test_about_shows_the_card_parameter_counts_quality_and_the_limitation(ctx, tiny_checkpoints, tmp_path):
+    from app.about import OTHER_LIMITATION, about_markdown
+    from stgcma.inference import Predictor
+
+    panel = ModelPanel(ctx)
+    about = panel.about_text(Session())
+    for task in TASKS:
+        counts = ctx.holder.predictor.models[task].parameter_counts()
+        assert f"{counts['trainable']:,} trainable of {counts['total']:,} in all" in about, task
+    assert counts["trainable"] < counts["total"]
+    assert "`vit-test`" in about and "RANDOM weights" in about and "not recorded" in about
+    assert OTHER_LIMITATION in about and "synthetic world" not in about  # its training data is unknown
+    assert str(tiny_checkpoints) not in about and not ABSOLUTE_PATH.search(about)
+    finished_run(ctx, tiny_checkpoints, "picker-ave")
+    _, session, _, _ = panel.pick("run:picker-ave", Session())
+    mine = panel.about_text(session)
+    assert "synthav:seed=0,n=8" in mine and "knows its own synthetic world, not real footage" in mine
+    assert "**Limitation** (AVE)" in mine and "**Limitation** (AVS, AVQA)" in mine
+    assert panel.about_text(Session()) == about  # the other sessions' About is unchanged
+    assert panel.refresh_list(session)[1] == mine
+    graded = tmp_path / "graded"  # a model folder with a quality report, as build-default writes one
+    shutil.copytree(tiny_checkpoints / "avqa", graded / "avqa")
+    (graded / "quality.json").write_text(json.dumps({
+        "recipe": {"world": "world=music,classes=14", "tasks": {"avqa": {"n_train": 400, "epochs": 8, "world": ""}}},
+        "test": {"avqa": {"data": "synthav:seed=300,n=1000", "accuracy": 0.373}},
+        "bounds": {"avqa": {"ceiling": 1.0, "floor": 0.353}}, "note": "Measured with python -m stgcma eval."}))
+    text = about_markdown(Predictor.from_pretrained(str(graded)), "graded")
+    assert "overall accuracy **37.3%** (ceiling 100.0%, question-only floor 35.3%)" in text
+    assert "SynthAV `world=music,classes=14`: 400 fresh clips per epoch for 8 epochs" in text
+    assert "knows its own synthetic world, not real footage" in text and "Measured with" in text
+
+
 def test_model_holder_keeps_the_old_model_when_a_load_fails(ctx, tmp_path):
     predictor, generation = ctx.holder.predictor, ctx.holder.generation
     with pytest.raises(CheckpointError):
@@ -448,6 +561,7 @@ def test_app_py_flags():
     args = entry.parse_args([])
     assert (args.checkpoint, args.device, args.port, args.share) == ("default", "auto", None, False)
     assert entry.parse_args(["--checkpoint", "x", "--port", "7999", "--share"]).share
+    assert args.models is None and entry.parse_args(["--models", "shelf"]).models == "shelf"
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
