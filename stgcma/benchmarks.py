@@ -223,6 +223,133 @@ def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, round
             "checkpointing_time_ratio": s["stgcma_checkpointing"] / s["stgcma"]}
 
 
+
+def _analysis_phases(predictor, path, out, question: str | None) -> dict[str, float]:
+    """Seconds of each phase of the app's path for one clip not yet in ``predictor``'s cache."""
+    from stgcma.report import write_explanations, write_report
+
+    start = time.perf_counter()
+    analysis = predictor.analyze(path)
+    total_model = time.perf_counter() - start
+    decode = analysis.timings.get("decode", 0.0)
+    start = time.perf_counter()
+    write_report(predictor, path, analysis, out, explain=False)
+    render = time.perf_counter() - start
+    phases = {"decode": decode, "model": total_model - decode, "render": render}
+    if question is not None:
+        start = time.perf_counter()
+        predictor.ask(question, analysis.key)
+        phases["requery"] = time.perf_counter() - start
+        start = time.perf_counter()
+        predictor.attention(int(analysis.facts["num_segments"]) // 2, task="ave")
+        phases["viewer"] = time.perf_counter() - start
+        start = time.perf_counter()
+        write_explanations(predictor, analysis, out)
+        phases["explanations"] = time.perf_counter() - start
+    return phases
+
+
+def bench_e2e(checkpoint: str = "default", seconds: float = 10.0, size: tuple[int, int] = (1280, 720),
+              repeats: int = 2, scaling: tuple[float, ...] = (5, 10, 20, 40, 80),
+              scaling_size: tuple[int, int] = (640, 360)) -> dict:
+    """The app's path end to end, on synthetic H.264 + AAC clips (:func:`stgcma.media.bench.make_bench_clip`).
+
+    For a ``seconds``-long clip at ``size``: decode, model (every task of ``checkpoint``, AVQA features
+    included), rendering (overlay mp4, mask PNGs, timeline), then on the analysed clip a second question
+    (``requery``), one attention viewer and the explanations. Each repeat uses a new clip (a new seed,
+    so nothing is cached); the minimum per phase is kept. Scaling: the analysis (decode + model +
+    render) of clips of each length in ``scaling``, and the exponent of a least-squares fit
+    ``seconds_analysis ~ clip_seconds ** k`` (1: linear in the clip's length).
+    """
+    import math
+    import tempfile
+    from pathlib import Path
+
+    from stgcma.inference import Predictor
+    from stgcma.media.bench import make_bench_clip
+
+    predictor = Predictor.from_pretrained(checkpoint)
+    question = "How many instruments are sounding in the video?" if "avqa" in predictor.models else None
+    best: dict[str, float] = {}
+    scaling_seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        warm = make_bench_clip(tmp / "warm.mp4", seconds=2, size=scaling_size, seed=99)
+        _analysis_phases(predictor, warm, tmp / "warm", question)
+        for r in range(repeats):
+            clip = make_bench_clip(tmp / f"clip{r}.mp4", seconds=seconds, size=size, seed=r)
+            for name, value in _analysis_phases(predictor, clip, tmp / f"out{r}", question).items():
+                best[name] = min(best.get(name, math.inf), value)
+        for length in scaling:
+            runs = []
+            for r in range(repeats):
+                clip = make_bench_clip(tmp / f"s{length}_{r}.mp4", seconds=length, size=scaling_size, seed=100 + r)
+                phases = _analysis_phases(predictor, clip, tmp / f"s{length}_{r}", None)
+                runs.append(phases["decode"] + phases["model"] + phases["render"])
+            scaling_seconds[str(length)] = min(runs)
+    analysis = best["decode"] + best["model"] + best["render"]
+    xs = [math.log(float(k)) for k in scaling_seconds]
+    ys = [math.log(v) for v in scaling_seconds.values()]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    exponent = slope / max(sum((x - mx) ** 2 for x in xs), 1e-12)
+    result = {"checkpoint": str(checkpoint), "clip_seconds": seconds, "clip_size": f"{size[0]}x{size[1]}",
+              "tasks": ",".join(predictor.tasks), **{f"{k}_seconds": v for k, v in best.items()},
+              "analysis_seconds": analysis,
+              "analysis_ratio_vs_decode_plus_model": analysis / (best["decode"] + best["model"]),
+              "scaling_size": f"{scaling_size[0]}x{scaling_size[1]}", "scaling_seconds": scaling_seconds,
+              "scaling_exponent": exponent}
+    if "requery" in best:
+        result["requery_ratio"] = best["requery"] / analysis
+        result["viewer_ratio"] = best["viewer"] / analysis
+    return result
+
+
+INFERENCE_PRESETS = ("synth-vit", "clip-b16-tiny", "swin-b-tiny")
+
+
+def setup() -> dict[str, object]:
+    """What the numbers were measured on."""
+    import platform
+
+    import av
+
+    info: dict[str, object] = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
+                               "threads": torch.get_num_threads(), "torch": torch.__version__,
+                               "python": platform.python_version(), "av": av.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def bench_all(device: str = "cpu", quick: bool = False, checkpoint: str = "default") -> dict:
+    """Every benchmark in one run: inference per backbone, training step, end to end and scaling.
+
+    ``quick`` shrinks repeats and the scaling lengths (5, 10, 20 s) for a smoke run; the ratios it
+    prints are noisier, not different in kind.
+    """
+    repeats = 1 if quick else 3
+    out: dict[str, object] = {"setup": {**setup(), "device": device, "quick": quick}}
+    inference = {}
+    for preset in INFERENCE_PRESETS:
+        times = bench_model(preset, batch=1, repeats=repeats, device=device)
+        inference[preset] = {"stgcma_seconds": times["stgcma"], "backbone_seconds": times["frozen_trunk"],
+                             "ratio": times["ratio_vs_frozen_trunk"]}
+    out["inference"] = inference
+    out["inference_ratio_vs_backbone"] = inference["clip-b16-tiny"]["ratio"]
+    out["inference_ratio_vs_backbone_swin"] = inference["swin-b-tiny"]["ratio"]
+    train = bench_train("synth-vit", batch=2, steps=2 if quick else 3, rounds=1 if quick else 2, device=device)
+    out["train"] = train
+    out.update({k: v for k, v in train.items() if k.endswith("_ratio") or "_ratio_" in k})
+    if device == "cpu":
+        e2e = bench_e2e(checkpoint, repeats=1 if quick else 2, scaling=(5, 10, 20) if quick else (5, 10, 20, 40, 80))
+        out["e2e"] = e2e
+        for key in ("requery_ratio", "viewer_ratio", "analysis_ratio_vs_decode_plus_model", "scaling_seconds",
+                    "scaling_exponent"):
+            if key in e2e:
+                out[key] = e2e[key]
+    return out
+
 if __name__ == "__main__":
     import json
     import sys

@@ -1,4 +1,4 @@
-"""``python -m stgcma bench {model,train,decode,synth,cache}``: speed benchmarks that print ratios."""
+"""``python -m stgcma bench {all,model,train,e2e,decode,synth,cache}``: speed benchmarks that print ratios."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("what", choices=["model", "train", "decode", "synth", "cache"],
-                        help="model: STG-CMA vs bare frozen tower; train: training step time and peak memory vs "
+    parser.add_argument("what", nargs="?", default="all",
+                        choices=["all", "model", "train", "e2e", "decode", "synth", "cache"],
+                        help="all (default): model for three backbones, train and e2e in one run, one JSON with "
+                        "every ratio; model: STG-CMA vs bare frozen tower; e2e: a 10-s clip through the app's path "
+                        "(decode, model, rendering, explanations, a second question) and analysis time vs clip "
+                        "length (5-80 s) with the fit's exponent; train: training step time and peak memory vs "
                         "LAVISH, linear probe, full fine-tuning and activation checkpointing; decode: media decoding "
                         "vs one small-backbone forward; synth: SynthAV clip generation; cache: items/s of a prepared "
                         "dataset cache (--data) vs decoding its source on the fly, and vs a training step of --preset")
@@ -20,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--world", default="music", help="synth: SynthAV world (default music)")
     parser.add_argument("--size", type=int, default=112, help="synth: frame side in pixels (default 112)")
     parser.add_argument("--data", help="cache: the cache folder written by prepare")
+    parser.add_argument("--checkpoint", default="default", help="e2e/all: the checkpoint analysed end to end")
+    parser.add_argument("--quick", action="store_true", help="all/e2e: fewer repeats and clip lengths (smoke run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -28,7 +34,15 @@ def run(args: argparse.Namespace) -> int:
 
     from stgcma import benchmarks
 
-    if args.what == "model":
+    if args.what == "all":
+        result = benchmarks.bench_all(args.device, quick=args.quick, checkpoint=args.checkpoint)
+        if not args.json:
+            _print_all(result)
+            return 0
+    elif args.what == "e2e":
+        result = benchmarks.bench_e2e(args.checkpoint, repeats=1 if args.quick else 2,
+                                      scaling=(5, 10, 20) if args.quick else (5, 10, 20, 40, 80))
+    elif args.what == "model":
         result = benchmarks.bench_model(args.preset or "clip-b16-tiny", batch=args.batch, repeats=args.repeats,
                                         device=args.device, dtype=getattr(torch, args.dtype))
     elif args.what == "cache":
@@ -57,9 +71,37 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         for key, value in result.items():
+            if isinstance(value, dict):
+                print(f"{key:24s} " + ", ".join(f"{k}: {v:.2f}" for k, v in value.items()))
+                continue
             if isinstance(value, str | int):
                 print(f"{key:24s} {value}")
                 continue
             unit = "" if "ratio" in key or key in ("segments", "clips", "size", "batch") else " s"
             print(f"{key:24s} {value:8.4f}{unit}")
     return 0
+
+
+def _print_all(result: dict) -> None:
+    """The table README's performance section shows."""
+    print("setup: " + ", ".join(f"{k} {v}" for k, v in result["setup"].items()))
+    print("\ninference (forward, batch 1, no gradients)   STG-CMA s   frozen backbone s   ratio")
+    for preset, row in result["inference"].items():
+        print(f"  {preset:40s} {row['stgcma_seconds']:9.3f} {row['backbone_seconds']:19.3f} {row['ratio']:7.2f}x")
+    print("\ntraining step (synth-vit, AVE, batch 2)       s/step   peak MiB   trainable")
+    for name, row in result["train"]["variants"].items():
+        mib, millions = row["peak_bytes"] / 2**20, row["trainable"] / 1e6
+        print(f"  {name:40s} {row['step_seconds']:8.3f} {mib:10.1f} {millions:10.3f}M")
+    e2e = result.get("e2e")
+    if e2e:
+        clip = f"{e2e['clip_seconds']:.0f}-s {e2e['clip_size']} clip"
+        print(f"\nend to end ({clip}, {e2e['checkpoint']}: {e2e['tasks']})")
+        for phase in ("decode", "model", "render", "explanations", "requery", "viewer"):
+            if f"{phase}_seconds" in e2e:
+                print(f"  {phase:40s} {e2e[phase + '_seconds']:8.3f} s")
+        print("  scaling (" + e2e["scaling_size"] + "): " + ", ".join(
+            f"{k} s -> {v:.2f} s" for k, v in e2e["scaling_seconds"].items()))
+    print("\nratios")
+    for key, value in result.items():
+        if isinstance(value, float):
+            print(f"  {key:40s} {value:8.3f}")
