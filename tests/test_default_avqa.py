@@ -14,9 +14,9 @@ from stgcma.data.spec import build_dataset
 from stgcma.train.loop import _collate
 
 KNOWN_DEFECT = pytest.mark.xfail(strict=True, reason=(
-    "issue 11: the shipped AVQA default still answers from the question prior; every clip gets bit-identical logits "
-    "for a question. Remove this marker when the default is rebuilt "
-    "with a recipe that makes it use the clip."))
+    "issue 11: the shipped AVQA default still answers from the question prior. Rebuilt on 2026-12-03 with "
+    "normalised head inputs (no saturated tanh; logits now differ between clips), it still changes 0.1% of answers "
+    "when the audio is swapped and none when time is reversed. Remove this marker when a recipe makes it use the clip."))
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "avqa").is_dir(), reason="no embedded AVQA default")
 N = 96
 

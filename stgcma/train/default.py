@@ -156,6 +156,7 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
     previous = out / "quality.json"
     if set(tasks) != set(recipe.tasks) and previous.exists():  # a partial rebuild keeps the others' numbers
         old = json.loads(previous.read_text())
+        report = {**old, **report}  # and what it did not measure (pretraining, bounds, notes)
         report["test"] = {**old.get("test", {}), **report["test"]}
         report["seconds"] = {**old.get("seconds", {}), **report["seconds"]}
         report["rebuilt"] = list(tasks)  # seconds["total"] is this partial run's
