@@ -28,13 +28,14 @@ def min_time(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int
 
 
 def bench_model(preset: str = "clip-b16-tiny", batch: int = 1, repeats: int = 3,
-                device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, float]:
+                device: str = "cpu", dtype: torch.dtype = torch.float32, compile: bool = False) -> dict[str, float]:
     """Forward time of STG-CMA against the bare frozen tower on the same (video, audio) inputs.
 
     ``frozen_trunk`` is the frozen backbone run over both streams with no adapters (the
     linear-probe encoder: the source model's own modules on the same inputs). As a check that the
     wrapping itself costs nothing, ``source_video``/``trunk_video`` time the source library's own
-    image-tower forward and our trunk over the video frames alone.
+    image-tower forward and our trunk over the video frames alone. ``compile``: both encoders go
+    through ``torch.compile`` first (the warm-up round pays the compilation).
     """
     from stgcma.backbones import source_forward, source_model
     from stgcma.model import create_model
@@ -55,9 +56,12 @@ def bench_model(preset: str = "clip-b16-tiny", batch: int = 1, repeats: int = 3,
             sync()
         return timed
 
+    encoder, probe_encoder = model.encoder, probe.encoder
+    if compile:
+        encoder, probe_encoder = torch.compile(encoder), torch.compile(probe_encoder)
     fns = {
-        "stgcma": run(lambda: model.encoder(video, audio)),
-        "frozen_trunk": run(lambda: probe.encoder(video, audio)),
+        "stgcma": run(lambda: encoder(video, audio)),
+        "frozen_trunk": run(lambda: probe_encoder(video, audio)),
     }
     source = source_model(model.config.backbone).to(device, dtype)
     frames = video.flatten(0, 1)  # (B*T, 3, S, S)

@@ -81,3 +81,20 @@ def test_bench_all_reports_every_ratio_the_readme_quotes(tiny, monkeypatch, caps
     table = capsys.readouterr().out
     assert "swin-b-tiny" in table and "full_finetune" in table and "5 s -> 5.00 s" in table
     assert "requery_ratio" in table.split("ratios")[1]
+
+
+def test_gpu_script_commands_are_valid_bench_invocations():
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+    done = subprocess.run(["bash", str(script)], env={**os.environ, "DRY_RUN": "1"}, capture_output=True, text=True,
+                          check=True)
+    commands = [shlex.split(line)[3:] for line in done.stdout.splitlines()]  # after "python -m stgcma"
+    assert {c[1] for c in commands} == {"model", "train", "synth"} and any("--compile" in c for c in commands)
+    for args in commands:
+        with pytest.raises(SystemExit) as exit_:
+            cli_main([*args, "--help"])  # argparse validates every argument before it reaches --help
+        assert exit_.value.code == 0, args

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=112, help="synth: frame side in pixels (default 112)")
     parser.add_argument("--data", help="cache: the cache folder written by prepare")
     parser.add_argument("--checkpoint", default="default", help="e2e/all: the checkpoint analysed end to end")
+    parser.add_argument("--compile", action="store_true", help="model: torch.compile both encoders first")
     parser.add_argument("--quick", action="store_true", help="all/e2e: fewer repeats and clip lengths (smoke run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                                       scaling=(5, 10, 20) if args.quick else (5, 10, 20, 40, 80))
     elif args.what == "model":
         result = benchmarks.bench_model(args.preset or "clip-b16-tiny", batch=args.batch, repeats=args.repeats,
-                                        device=args.device, dtype=getattr(torch, args.dtype))
+                                        device=args.device, dtype=getattr(torch, args.dtype), compile=args.compile)
     elif args.what == "cache":
         from stgcma.cli import UserError
         from stgcma.data.prepare import bench_cache
