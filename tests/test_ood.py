@@ -190,3 +190,26 @@ def test_the_app_shows_the_out_of_world_banner_once(run, clips, tmp_path):
     banner = photo[5]
     assert banner.count("unlike anything this model was trained on") == 1, banner  # the banner, not also a warning
     assert "stg-error" in banner and "SynthAV Shapes" in banner
+
+
+@pytest.mark.slow
+def test_the_shipped_default_knows_its_examples_and_flags_other_worlds(tmp_path):
+    from pathlib import Path
+
+    from stgcma.checkpoint import DEFAULT_DIR
+    from stgcma.data.synthav.scene import SynthConfig as Config
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "assets" / "examples").glob("*.mp4"))
+    predictor = Predictor.from_pretrained(DEFAULT_DIR)
+    assert examples and all(predictor.world_stats[t][0] is not None for t in predictor.tasks)
+    verdicts = {p.name: predictor.analyze(p).world for p in examples}
+    assert not any(v["out_of_world"] for v in verdicts.values()), verdicts  # measured: at most 0.81x the threshold
+    write_synthav(tmp_path / "shapes", n=6, seed=777, split="test", tasks=("ave",), size=112,
+                  config=Config(num_segments=10), progress=False)
+    clips = sorted((tmp_path / "shapes" / "videos").glob("*.mp4"))
+    shapes = [predictor.analyze(p).world["out_of_world"] for p in clips]
+    assert sum(shapes) >= 3, shapes  # measured: 8 of 10
+    pre = predictor.models["ave"].config.preprocess
+    frames, wave = photo_clip(pre, 10, fps=8)
+    write_video(tmp_path / "photo.mp4", frames, 8, wave, pre.sample_rate)
+    assert predictor.analyze(tmp_path / "photo.mp4").world["out_of_world"]
