@@ -5,9 +5,11 @@ and a JSON document with everything needed to rebuild the model: the full ``Mode
 (backbone name and weights source, adapter settings, head, preprocessing) plus task metadata
 (class names, answer and question vocabularies) and the SHA-256 of the weights file.
 
-Writes are atomic (temporary file + ``os.replace``, weights before config), so a crash never
-leaves a half-written checkpoint; loading verifies the hash, the config, and that the only keys
-missing from the file are the frozen backbone's.
+Writes are atomic (both files written in full to temporary names, then ``os.replace``, weights
+before config), so a full disk or a crash never leaves a half-written checkpoint; loading verifies
+the hash, the config, and that the only keys missing from the file are the frozen backbone's, and
+every tensor's shape, dtype and finiteness before it copies any: a damaged checkpoint is refused
+with one ``CheckpointError`` line, never half-loaded.
 
 Sources for ``load_model``: a local folder, ``"default"`` (the embedded default in ``assets/``,
 one folder per task) or a Hugging Face Hub repo id (through ``huggingface_hub``, which honours its
@@ -20,10 +22,12 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from stgcma.config import ConfigError, ModelConfig
@@ -47,34 +51,31 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _temp_file(folder: Path, name: str, write: Callable[[str], None]) -> str:
+    """A fully written, fsynced temporary file next to ``folder / name``; removed again if writing fails."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.close(fd)
     os.chmod(tmp, _umask_mode())
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(_temp_file(path.parent, path.name, lambda tmp: Path(tmp).write_bytes(data)), path)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    os.replace(_temp_file(path.parent, path.name, lambda tmp: torch.save(obj, tmp)), path)
 
 
 def file_sha256(path: Path) -> str:
@@ -87,28 +88,31 @@ def file_sha256(path: Path) -> str:
 
 
 def save_checkpoint(model: torch.nn.Module, folder: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Save the trainable tensors of ``model`` and its config (+ ``meta``) to ``folder``."""
+    """Save the trainable tensors of ``model`` and its config (+ ``meta``) to ``folder``.
+
+    Both files are written in full to temporary names before either replaces its old version, so a
+    failed write (a full disk) leaves the previous checkpoint as it was; only a crash between the two
+    renames can pair new weights with the old config, and the hash check refuses that pair.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
+    weights_tmp = _temp_file(folder, WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     try:
-        save_file(tensors, tmp, metadata={"format": FORMAT})
-        weights_hash = file_sha256(Path(tmp))
-        os.replace(tmp, folder / WEIGHTS_NAME)
+        document = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": model.config.to_dict(),
+            "weights_sha256": file_sha256(Path(weights_tmp)),
+            "meta": meta or {},
+        }
+        text = json.dumps(document, indent=2).encode()
+        config_tmp = _temp_file(folder, CONFIG_NAME, lambda tmp: Path(tmp).write_bytes(text))
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        Path(weights_tmp).unlink(missing_ok=True)
         raise
-    document = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model": model.config.to_dict(),
-        "weights_sha256": weights_hash,
-        "meta": meta or {},
-    }
-    atomic_write_bytes(folder / CONFIG_NAME, json.dumps(document, indent=2).encode())
+    os.replace(weights_tmp, folder / WEIGHTS_NAME)
+    os.replace(config_tmp, folder / CONFIG_NAME)
     return folder
 
 
@@ -118,17 +122,26 @@ def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict[str, A
     if not path.exists():
         raise CheckpointError(f"{path} not found: a checkpoint folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        document = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err})") from None
-    if document.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an STG-CMA adapter checkpoint (format {document.get('format')!r})")
+    except OSError as err:
+        raise CheckpointError(f"{path} cannot be read ({err.strerror or err})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise CheckpointError(f"{path} is not an STG-CMA adapter checkpoint (format {found!r})")
     try:
         config = ModelConfig.from_dict(document["model"])
     except (ConfigError, KeyError) as err:
         raise CheckpointError(f"{path}: invalid model config ({err})") from None
-    meta = dict(document.get("meta", {}))
-    meta["weights_sha256"] = document.get("weights_sha256")
+    meta = document.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: 'meta' must be an object, got {type(meta).__name__}")
+    digest = document.get("weights_sha256")
+    if digest is not None and not isinstance(digest, str):
+        raise CheckpointError(f"{path}: 'weights_sha256' must be a hex string, got {digest!r}")
+    meta = dict(meta)
+    meta["weights_sha256"] = digest
     return config, meta
 
 
@@ -145,12 +158,18 @@ def _resolve_backbone_path(config: ModelConfig, folder: Path) -> ModelConfig:
 def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha256: str | None = None) -> None:
     """Load adapter tensors into ``model``; the only keys the file may lack are frozen backbone keys."""
     path = Path(folder) / WEIGHTS_NAME
-    if not path.exists():
+    if not path.is_file():
         raise CheckpointError(f"{path} not found")
-    if expected_sha256 and file_sha256(path) != expected_sha256:
-        raise CheckpointError(f"{path} does not match the hash in {CONFIG_NAME}: the checkpoint is incomplete "
-                              "or was modified; save it again")
-    tensors = load_file(str(path))
+    try:
+        if expected_sha256 and file_sha256(path) != expected_sha256:
+            raise CheckpointError(f"{path} does not match the hash in {CONFIG_NAME}: the checkpoint is incomplete "
+                                  "or was modified; save it again")
+        tensors = load_file(str(path))
+    except SafetensorError as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err}); "
+                              "it is damaged or cut short") from None
+    except OSError as err:
+        raise CheckpointError(f"{path} cannot be read ({err.strerror or err})") from None
     targets = model.trainable_state_dict()
     unexpected = sorted(set(tensors) - set(targets))
     if unexpected:
@@ -159,10 +178,14 @@ def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha25
     missing = [k for k in targets if k not in tensors]
     if missing:
         raise CheckpointError(f"{path} lacks trained tensors {missing[:5]}: config and weights do not match")
-    for key, value in tensors.items():
+    for key, value in tensors.items():  # every tensor is checked before any is copied: never half-loaded
         if targets[key].shape != value.shape:
             raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the model expects "
                                   f"{tuple(targets[key].shape)} (config mismatch)")
+        if targets[key].dtype != value.dtype:
+            raise CheckpointError(f"{path}: {key} is {value.dtype}, the model expects {targets[key].dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values; the checkpoint is damaged")
     with torch.no_grad():
         for key, value in tensors.items():
             targets[key].copy_(value)
@@ -229,9 +252,15 @@ def load_model(source: str | Path, task: str | None = None, device: str | torch.
     if overrides:
         config = apply_overrides(config, overrides)
     with torch.random.fork_rng(devices=[]):
-        if config.backbone.pretrained is None and meta.get("init_seed") is not None:
-            torch.manual_seed(int(meta["init_seed"]))  # a randomly initialised trunk is rebuilt from its seed
-        model = STGCMAModel(config)
+        try:
+            if config.backbone.pretrained is None and meta.get("init_seed") is not None:
+                torch.manual_seed(int(meta["init_seed"]))  # a randomly initialised trunk is rebuilt from its seed
+            model = STGCMAModel(config)
+        except CheckpointError:
+            raise
+        except (ConfigError, ValueError, TypeError, RuntimeError) as err:
+            line = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(f"{folder / CONFIG_NAME} describes a model that cannot be built: {line}") from err
     load_weights_into(model, folder, meta.get("weights_sha256"))
     meta["source"] = str(folder)
     return model.to(device).eval(), meta
