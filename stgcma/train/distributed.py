@@ -50,6 +50,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_true(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every process (so all ranks stop together when one cannot go on)."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor(int(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
 def mean_across(value: torch.Tensor) -> torch.Tensor:
     """Average a scalar tensor over all processes (identity when not distributed)."""
     if dist.is_initialized():

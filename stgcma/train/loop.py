@@ -5,7 +5,8 @@ epoch), ``steps.csv`` (loss per optimizer step), ``state.pt`` (everything needed
 written atomically at the end of each epoch), and adapter-only checkpoints ``last/``, ``best/``
 (selected on VALIDATION) and ``averaged/`` (mean weights over epochs ``avg_from``..``epochs``); ``best/`` and
 ``averaged/`` also hold the statistics of the training world on validation clips (``stgcma.ood``).
-TensorBoard logs go to ``tb/`` when tensorboard is installed.
+TensorBoard logs go to ``tb/`` when tensorboard is installed. While a job runs it holds ``.lock``
+(``stgcma.train.lock``): a second job on the same folder fails at once, naming the first one's pid.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from stgcma.model import STGCMAModel
 from stgcma.train import distributed as dist_utils
 from stgcma.train.config import TrainConfig
 from stgcma.train.distributed import GlobalBatchSampler
+from stgcma.train.lock import RunLock, RunLockedError
 from stgcma.train.tasks import Evaluator, TaskLoss, move
 
 STATE_NAME = "state.pt"
@@ -213,7 +215,16 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
     device, distributed = dist_utils.setup(cfg.device)
     rank, _, world_size = dist_utils.world()
     main = dist_utils.is_main()
+    lock = RunLock(run)
     try:
+        refused = None
+        if main:  # only the main process writes into the run folder, so only it locks it
+            try:
+                lock.acquire()
+            except RunLockedError as err:
+                refused = str(err)
+        if not dist_utils.all_true(refused is None, device):
+            raise TrainingError(refused or f"run folder {run} is in use by another training job (see rank 0)")
         seed_everything(cfg.seed)
         probe_preprocess = load_preset(cfg.preset, model_overrides).preprocess
         train_set, val_set = build_datasets(cfg, probe_preprocess)
@@ -363,4 +374,5 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
                 tb.close()
         return summary
     finally:
+        lock.release()
         dist_utils.teardown()
