@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from stgcma.checkpoint import CheckpointError
     from stgcma.cli import UserError
     from stgcma.inference import Predictor
-    from stgcma.media import MediaError, MediaLimits
+    from stgcma.media import MediaError, MediaLimits, probe_file
     from stgcma.report import write_report
 
     limits = MediaLimits(max_duration_s=args.max_duration) if args.max_duration else None
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return update
 
     try:
+        probe_file(args.video, limits)  # a file that is no video is refused before the models load
         predictor = Predictor.from_pretrained(args.checkpoint, device=args.device, limits=limits)
         analysis = predictor.analyze(args.video, progress=stage(0, 40))
         stage(40, 0)(1.0)

@@ -19,6 +19,7 @@ from stgcma.media.decode import (
     MediaLimits,
     decode_audio,
     decode_clip,
+    probe_file,
 )
 from stgcma.media.encode import VideoWriter, write_video
 from stgcma.media.errors import (
@@ -41,7 +42,7 @@ __all__ = [
     "NO_AUDIO_WARNING", "SILENT_WARNING",
     "ClipInputs", "DecodedClip", "MediaLimits", "Orientation", "VideoWriter", "Windows",
     "clip_inputs", "count_segments", "decode_audio", "decode_clip", "frames_to_tensor", "load_clip",
-    "mask_at", "overlay", "plot_timeline", "render_mask_video", "save_mask_pngs", "segment_fbanks",
+    "mask_at", "overlay", "plot_timeline", "probe_file", "render_mask_video", "save_mask_pngs", "segment_fbanks",
     "segment_targets", "waveform_to_fbank", "windows", "write_video",
     "CorruptFileError", "EmptyFileError", "MediaError", "MissingFileError", "NotAVideoError",
     "NoVideoStreamError", "TooLargeError", "TooLongError", "UnsupportedCodecError",

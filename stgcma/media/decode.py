@@ -116,6 +116,20 @@ def check_file(path: str | Path, limits: MediaLimits) -> int:
     return size
 
 
+def probe_file(path: str | Path, limits: MediaLimits | None = None) -> None:
+    """The checks :func:`decode_clip` makes before it decodes anything (file, size, container, video stream).
+
+    Cheap (no frame is decoded), so a command can refuse a bad upload before it loads a model.
+
+    Raises:
+        MediaError: the same typed error :func:`decode_clip` would raise for these problems.
+    """
+    p = Path(path)
+    check_file(p, limits or MediaLimits())
+    with open_media(p) as container:
+        video_stream(container, p.name)
+
+
 def _looks_like_container(path: Path) -> bool:
     head = path.open("rb").read(16)
     return any(head.startswith(m) or head[4:8] == m for m in _CONTAINER_MAGIC)
