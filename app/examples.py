@@ -62,7 +62,7 @@ def _questions(items: list) -> list[str]:
     for item in items or []:
         text = item.get("question") if isinstance(item, dict) else item
         if isinstance(text, str) and text.strip():
-            out.append(text.strip())
+            out.append(text.strip().replace("_", " "))  # "church_bell" reads "church bell"; ask() joins it back
     return out
 
 

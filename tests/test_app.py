@@ -251,12 +251,12 @@ def test_answers_are_of_the_kind_the_question_admits(ctx, analysed, question, ki
 
 def test_suggested_questions_name_only_objects_of_the_clip(ctx, analysed, tmp_path):
     tab = AskTab(ctx)
-    names = [a for a in ctx.holder.meta("avqa")["answer_vocab"] if "_" in a]  # the shapes world's class names
+    names = [a.replace("_", " ") for a in ctx.holder.meta("avqa")["answer_vocab"] if "_" in a]  # shapes' classes
     assert not any(n in q for q in tab.example_questions(Session()) for n in names)  # nothing analysed: generic
     session = dataclasses.replace(analysed, objects=["green_star"])
     questions = tab.example_questions(session)
-    assert any("green_star" in q for q in questions)
-    assert not any(n in q for q in questions for n in names if n != "green_star")
+    assert any("green star" in q for q in questions) and not any("_" in q for q in questions)  # as people write
+    assert not any(n in q for q in questions for n in names if n != "green star")
     assert not any(n in q for q in tab.example_questions(dataclasses.replace(analysed, objects=[]))
                    for n in names)
     assert tab.suggest(session).raw_samples == [[q] for q in questions]
@@ -283,8 +283,8 @@ def test_an_example_clip_offers_its_own_questions_from_the_manifest(tiny_checkpo
     out = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)  # same content, other path
     session = out[6]
     assert "Duet: Two objects take turns." in out[4]  # the facts say what happens in the example
-    assert AskTab(ctx).example_questions(session) == ["Is the green_star in the video making a sound?",
-                                                      "Where is the loudest object?"]
+    assert AskTab(ctx).example_questions(session) == ["Is the green star in the video making a sound?",
+                                                      "Where is the loudest object?"]  # ask() joins the name
     history, *_ = AskTab(ctx).ask_chip(1, [], session, None)
     assert history[0]["content"] == "Where is the loudest object?" and "confidence" in history[1]["content"]
 
@@ -904,6 +904,13 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
             page.get_by_role("tab", name="Train").click()
             page.wait_for_timeout(500)
             page.screenshot(path=str(shots / "train.png"), full_page=True)
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone
+            for tab in ("Analyze", "Ask"):
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(shots / f"phone-{tab.lower()}.png"), full_page=True)
+                width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+                assert width[0] <= width[1], (tab, width)  # nothing wider than the screen
             browser.close()
     finally:
         stop_app(server)

@@ -271,3 +271,14 @@ def test_build_dataset_detects_folders(ave_root: Path, avqa_root: Path, s4_root:
         build_dataset(tmp_path / "nowhere", "ave")
     with pytest.raises(ValueError, match="unknown task"):
         build_dataset(ave_root, "asr")
+
+
+def test_vocab_joins_multi_word_names_typed_with_spaces() -> None:
+    from stgcma.data.vocab import Vocab
+
+    vocab = Vocab(["is", "the", "acoustic_guitar", "church_bell", "louder", "than", "acoustic", "a_b_c"])
+    assert vocab.tokens("Is the acoustic guitar louder than the Church Bell?") == [
+        "is", "the", "acoustic_guitar", "louder", "than", "the", "church_bell"]
+    assert vocab.ids("the acoustic guitar") == vocab.ids("the acoustic_guitar")
+    assert vocab.tokens("acoustic piano") == ["acoustic", "piano"]  # no such name: words stay apart
+    assert vocab.tokens("a b c") == ["a_b_c"] and vocab.unknown_words("the acoustic drum") == ["drum"]

@@ -106,6 +106,10 @@ def test_unknown_words_are_reported(default_predictor, fresh_clips):
     assert any("never saw" in w for w in answer["warnings"])
     with pytest.raises(ValueError, match="ask a question"):
         default_predictor.ask("   ")
+    typed = default_predictor.ask("Is the acoustic guitar louder than the church bell?")  # as people type names
+    spelled = default_predictor.ask("Is the acoustic_guitar louder than the church_bell?")  # as MUSIC-AVQA spells
+    assert typed["unknown_words"] == [] and typed["alternatives"] == spelled["alternatives"]
+    assert (typed["answer"], typed["probability"]) == (spelled["answer"], spelled["probability"])
 
 
 def test_predictor_from_a_hub_cache_folder_with_task_subfolders(tmp_path, monkeypatch):

@@ -74,7 +74,7 @@ class AskTab:
             if example.key == session.key and example.questions:
                 return list(example.questions)
         known = set(self.object_names(session))
-        names = [w for w in (question_word(n) for n in session.objects) if w in known][:2]
+        names = [w.replace("_", " ") for w in (question_word(n) for n in session.objects) if w in known][:2]
         specific = [f"Is the {names[0]} in the video making a sound?"] if names else []
         if len(names) > 1:
             specific.append(f"Is the {names[0]} louder than the {names[1]}?")

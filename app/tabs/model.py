@@ -92,11 +92,11 @@ class ModelPanel:
     def build(self) -> None:
         choices, value = self.choices()
         with gr.Row(equal_height=True):
-            self.picker = gr.Dropdown(choices, value=value, label="Model (for you only)", scale=3,
+            self.picker = gr.Dropdown(choices, value=value, label="Model (for you only)", scale=3, min_width=300,
                                       info="the app's model, the embedded default, Train-tab runs, the models "
                                            "folder; picking one loads it for your session, other visitors keep theirs")
             self.hub = gr.Textbox(label="or a Hugging Face Hub repo id", placeholder="owner/name", scale=2,
-                                  info="needs internet access on the server")
+                                  min_width=240, info="needs internet access on the server")
             with gr.Column(scale=1, min_width=140):
                 self.hub_button = gr.Button("Load from Hub")
                 self.refresh = gr.Button("Refresh list", size="sm")

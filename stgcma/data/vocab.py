@@ -70,9 +70,26 @@ class Vocab:
     def __contains__(self, word: str) -> bool:
         return word.lower() in self.index
 
+    def tokens(self, question: str) -> list[str]:
+        """:func:`tokenize`, with a known multi-word name typed with spaces joined into its word:
+        "acoustic guitar" -> "acoustic_guitar" when the vocabulary has that word (MUSIC-AVQA spells
+        such names with underscores; people type spaces)."""
+        words, out, i = tokenize(question), [], 0
+        while i < len(words):
+            for span in (3, 2):
+                joined = "_".join(words[i:i + span])
+                if i + span <= len(words) and joined in self.index:
+                    out.append(joined)
+                    i += span
+                    break
+            else:
+                out.append(words[i])
+                i += 1
+        return out
+
     def ids(self, question: str) -> list[int]:
         """Token ids of a question, unpadded and uncut (unknown words -> 1)."""
-        return [self.index.get(w, 1) for w in tokenize(question)]
+        return [self.index.get(w, 1) for w in self.tokens(question)]
 
     def encode(self, question: str) -> torch.Tensor:
         """Token ids padded with 0 (or cut) to ``max_len``: long (max_len,)."""
@@ -82,7 +99,7 @@ class Vocab:
     def unknown_words(self, question: str) -> list[str]:
         """Words of the question that are not in the vocabulary, in order, without repeats."""
         unknown: list[str] = []
-        for word in tokenize(question):
+        for word in self.tokens(question):
             if word not in self.index and word not in unknown:
                 unknown.append(word)
         return unknown
