@@ -157,13 +157,29 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process to its current RSS (Linux)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss_bytes() -> int:
+    """VmHWM of this process: its peak RSS since the last :func:`_reset_peak_rss`."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def train_step_worker(preset: str, overrides: dict[str, object], batch: int, steps: int, device: str) -> dict:
     """In THIS process: seconds per AVE training step (minimum over ``steps``) and peak memory of a step.
 
-    Peak memory: CUDA's max allocated bytes, or on CPU the process's peak RSS above its RSS just before
-    the first step (model, optimizer and inputs already built), so one process measures one variant.
+    Peak memory: CUDA's max allocated bytes, or on CPU the process's peak RSS during the steps above its
+    RSS just before the first step (model, optimizer and inputs already built; the kernel's peak mark is
+    reset there through ``/proc/self/clear_refs``, so a transient peak while building does not count),
+    one process per variant.
     """
-    import resource
 
     from stgcma.model import create_model
 
@@ -179,6 +195,7 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
     label = torch.zeros(batch * T, dtype=torch.long, device=device)
     cuda = device.startswith("cuda")
     before = _rss_bytes()
+    _reset_peak_rss()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -195,7 +212,7 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
     if cuda:
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        peak = _peak_rss_bytes() - before
     return {"step_seconds": min(seconds[1:]), "peak_bytes": int(peak), "trainable": sum(p.numel() for p in params)}
 
 
