@@ -24,3 +24,21 @@ def random_inputs(config, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     video = torch.randn(batch, pre.num_segments, 3, pre.image_size, pre.image_size)
     audio = torch.randn(batch, pre.num_segments, 1, pre.target_frames, pre.num_mel_bins)
     return video, audio
+
+
+def save_task_checkpoints(root, preset: str = "vit-test", data: str = "synthav:seed=0,n=8",
+                          tasks: tuple[str, ...] = ("ave", "avs", "avqa")):
+    """Untrained checkpoints of ``preset``, one folder per task under ``root``, sized by ``data``."""
+    from stgcma.checkpoint import save_checkpoint
+    from stgcma.config import load_preset
+    from stgcma.data.spec import build_dataset
+    from stgcma.model import STGCMAModel
+    from stgcma.train.config import TrainConfig
+    from stgcma.train.loop import dataset_meta, model_config_for
+
+    for task in tasks:
+        cfg = TrainConfig(task=task, preset=preset, data=data)
+        dataset = build_dataset(cfg.data, task, "train", load_preset(preset).preprocess)
+        torch.manual_seed(0)
+        save_checkpoint(STGCMAModel(model_config_for(cfg, [], dataset)), root / task, dataset_meta(dataset))
+    return root

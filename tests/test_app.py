@@ -39,6 +39,7 @@ from app.tabs.attribution import AttributionTab
 from app.tabs.model import ModelPanel, default_available
 from app.tabs.train import TrainTab
 from stgcma.checkpoint import CheckpointError
+from tests.conftest import save_task_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 # gr.Warning outside a request is a Python warning: expected here, where handlers run without a server.
@@ -57,22 +58,7 @@ def is_skip(value) -> bool:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> Path:
-    import torch
-
-    from stgcma.checkpoint import save_checkpoint
-    from stgcma.config import load_preset
-    from stgcma.data.spec import build_dataset
-    from stgcma.model import STGCMAModel
-    from stgcma.train.config import TrainConfig
-    from stgcma.train.loop import dataset_meta, model_config_for
-
-    root = tmp_path_factory.mktemp("tiny_checkpoints")
-    for task in TASKS:
-        cfg = TrainConfig(task=task, preset="vit-test", data="synthav:seed=0,n=8")
-        data = build_dataset(cfg.data, task, "train", load_preset("vit-test").preprocess)
-        torch.manual_seed(0)
-        save_checkpoint(STGCMAModel(model_config_for(cfg, [], data)), root / task, dataset_meta(data))
-    return root
+    return save_task_checkpoints(tmp_path_factory.mktemp("tiny_checkpoints"))
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ from stgcma.train.loop import _collate
 KNOWN_DEFECT = pytest.mark.xfail(strict=True, reason=(
     "issue 11: the shipped AVQA default still answers from the question prior. Rebuilt on 2026-12-03 with "
     "normalised head inputs (no saturated tanh; logits now differ between clips), it still changes 0.1% of answers "
-    "when the audio is swapped and none when time is reversed. Remove this marker when a recipe makes it use the clip."))
+    "when the audio is swapped and none when time is reversed. Remove this marker when a recipe makes it use "
+    "the clip."))
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "avqa").is_dir(), reason="no embedded AVQA default")
 N = 96
 

@@ -32,4 +32,5 @@ def test_scaled_build_writes_a_loadable_default_and_partial_rebuilds_keep_the_re
     again = json.loads((out / "quality.json").read_text())
     assert again["rebuilt"] == ["ave"] and again["test"]["avs"] == quality["test"]["avs"]
     assert again["test"]["avqa"] == quality["test"]["avqa"]
-    assert again["bounds"] == quality["bounds"] and again["pretrain_patch_accuracy"] == quality["pretrain_patch_accuracy"]
+    assert again["bounds"] == quality["bounds"]
+    assert again["pretrain_patch_accuracy"] == quality["pretrain_patch_accuracy"]
