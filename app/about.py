@@ -104,7 +104,7 @@ def about_markdown(predictor: Any, label: str) -> str:
             if total else "")
         outputs = f"{facts['num_classes']} output" + ("s" if facts["num_classes"] != 1 else "")
         lines += [f"**{task.upper()}**: {facts['task_name']}, {outputs}", "",
-                  "| | |", "|---|---|",
+                  "| property | value |", "|---|---|",
                   f"| frozen backbone | {facts['weights']} |",
                   f"| preset | `{facts['preset']}` |",
                   f"| adapters | {facts['adapters']} |",
