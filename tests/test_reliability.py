@@ -452,3 +452,18 @@ def test_mutated_mp4_decodes_or_raises_a_media_error(tmp_path, small_mp4, mutati
         signal.signal(signal.SIGALRM, previous)
     assert clip.frames.shape[0] == clip.num_segments >= 1
     assert clip.waveform.shape == (int(round(clip.duration * clip.sample_rate)),)
+
+
+def test_a_full_disk_during_train_is_one_line_and_keeps_the_run(tmp_path, monkeypatch, capsys):
+    from stgcma.cli import main as cli_main
+
+    run = tmp_path / "run"
+    args = ["train", "--task", "ave", "--preset", "vit-test", "--data", "synthav:seed=0,n=4", "--out", str(run),
+            "--quiet", "epochs=1", "batch_size=2", "ood_clips=0"]
+    monkeypatch.setattr(torch, "save", _disk_fills(torch.save))  # the training state cannot be written
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no space left on device") and "Traceback" not in err and "\n" not in err, err
+    monkeypatch.undo()
+    assert (run / "config.json").is_file()  # what was written before the disk filled is intact
+    json.loads((run / "config.json").read_text())

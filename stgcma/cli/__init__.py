@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 # command name -> (module under stgcma.cli, one-line help)
@@ -27,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("push", "a checkpoint + generated model card, uploaded to the Hugging Face Hub (or written to --out)"),
     "bounds": ("bounds", "what any model can score on a SynthAV test set: AVE and AVS ceilings, AVQA floors"),
 }
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full or read-only disk: one line, not a traceback
 
 
 class UserError(Exception):
@@ -71,3 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"error: {os.strerror(err.errno).lower()}{where}; what was saved before stays as it was", file=sys.stderr)
+        return 2
