@@ -822,6 +822,24 @@ def test_gradio_client_analyze_ask_and_a_bad_upload(live_app, clips):
         client.predict("Is it loud?", handle_file(str(clips["text"])), api_name="/ask")
 
 
+def test_the_api_reads_no_file_it_was_not_sent(live_app):
+    """Server paths, traversal, file:// and URLs in place of an upload: every call ends in an error event
+    (Gradio refuses to move a file no user uploaded), and the file route refuses paths outside its folders."""
+    import httpx
+
+    hostile = ["/etc/passwd", "../../etc/passwd", str(ROOT / "assets" / "default" / "quality.json"),
+               "file:///etc/passwd", "http://127.0.0.1:9/clip.mp4"]
+    for path in hostile:
+        started = httpx.post(f"{live_app}/gradio_api/call/analyze", timeout=30,
+                             json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}]})
+        assert started.status_code == 200, started.text
+        events = httpx.get(f"{live_app}/gradio_api/call/analyze/{started.json()['event_id']}", timeout=120).text
+        assert events.startswith("event: error") and "root:" not in events, (path, events[:200])
+    for route in ("/gradio_api/file=/etc/passwd", "/gradio_api/file=" + str(ROOT / "app.py")):
+        response = httpx.get(live_app + route, timeout=30)
+        assert response.status_code == 403 and "root:" not in response.text, (route, response.status_code)
+
+
 def test_beyond_the_queue_bound_the_client_is_told_to_try_again(live_app, clips):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
