@@ -5,7 +5,7 @@ cuda...), ``--port``, ``--host`` (default 127.0.0.1; a Space decides its own), `
 public gradio.live link; off by default), ``--runs`` (where the Train tab keeps its runs),
 ``--examples`` (folder of example clips), ``--models`` (a folder of checkpoints the Model list
 offers), the limits (``--max-file-mb``, ``--max-duration``, ``--queue-size``, ``--concurrency``,
-``--max-jobs``) and ``--enable-training``.
+``--max-jobs``, ``--max-results``) and ``--enable-training``.
 
 Training is off unless ``--enable-training`` or ``STGCMA_ENABLE_TRAINING=1``. On an address beyond
 this computer (``--host 0.0.0.0``, ``--share``, a Space) it also needs a login, read from the
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue-size", type=int, default=16,
                         help="requests that may wait for the model; more are told to try again (default 16)")
     parser.add_argument("--concurrency", type=int, default=1, help="model requests served at once (default 1)")
+    parser.add_argument("--max-results", type=int, default=64,
+                        help="analyses whose outputs stay in the work folder; older ones are removed (default 64)")
     return parser.parse_args(argv)
 
 
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     if device == "auto":
         device = "cuda" if available_devices()["cuda"] else "cpu"
     limits = AppLimits(max_file_mb=args.max_file_mb, max_duration_s=args.max_duration, queue_size=args.queue_size,
-                       concurrency=args.concurrency)
+                       concurrency=args.concurrency, max_results=max(1, args.max_results))
     ctx = make_context(args.checkpoint, device, runs=args.runs, examples=args.examples or EXAMPLES_DIR,
                        limits=limits, training=training, max_jobs=args.max_jobs, models=args.models)
     logging.getLogger("stgcma.app").info("%s Training %s.", limits.text(), "on" if training else "off")

@@ -94,7 +94,7 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
     private = {"api_visibility": "private"}
     model = {"concurrency_id": MODEL_QUEUE, "concurrency_limit": max(1, ctx.limits.concurrency), **private}
     quiet = {"show_progress": "hidden", **private}
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:  # Gradio's uploads: hourly, a day old
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         banner = gr.HTML(ctx.holder.status_html())
         session = gr.State(Session())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import shutil
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -48,12 +49,15 @@ class AppLimits:
         max_duration_s: longest clip analysed; longer clips are cut to their start, with a warning.
         queue_size: requests that may wait for the model; one more gets "busy, try again".
         concurrency: model requests (analyse, ask, attention, attribution, API) running at once.
+        max_results: analyses whose outputs stay in the work folder; older ones are removed, so a
+            long-running public app does not fill its disk (Gradio keeps its own copies of what it served).
     """
 
     max_file_mb: int = 200
     max_duration_s: float = 600.0
     queue_size: int = 16
     concurrency: int = 1
+    max_results: int = 64  # analysis folders kept in the work folder (oldest removed first)
 
     def media(self) -> MediaLimits:
         return MediaLimits(max_duration_s=self.max_duration_s, max_file_bytes=self.max_file_mb * 1_000_000)
@@ -315,3 +319,14 @@ class AppContext:
     training: bool = False
     example_items: list[Any] = field(default_factory=list)  # app.examples.Example, in gallery order
     models_dir: Path | None = None
+
+
+def prune_results(work: Path, keep: int, current: Path) -> list[Path]:
+    """Remove all but the ``keep`` most recent analysis folders of ``work`` (never ``current``); returns
+    what was removed."""
+    folders = sorted((p for p in work.iterdir() if p.is_dir() and p != current),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = folders[max(keep - 1, 0):]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed

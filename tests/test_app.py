@@ -918,3 +918,20 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
             browser.close()
     finally:
         stop_app(server)
+
+
+def test_the_work_folder_keeps_only_the_latest_analyses(tiny_checkpoints, tmp_path):
+    from app.state import AppLimits
+    from stgcma.media import write_video
+
+    work = tmp_path / "work"
+    ctx = make_context(str(tiny_checkpoints), "cpu", runs=tmp_path / "runs", examples=tmp_path / "none",
+                       work_dir=work, limits=AppLimits(max_results=2))
+    tab, outs = AnalyzeTab(ctx), []
+    for seed in range(4):  # four different clips: four result folders written
+        frames = np.random.default_rng(seed).integers(0, 255, (16, 48, 64, 3), dtype=np.uint8)
+        clip = write_video(tmp_path / f"clip{seed}.mp4", frames, fps=8)
+        session = tab.analyze(str(clip), Session(), progress=noop)[6]
+        outs.append(Path(session.out_dir))
+    assert sorted(p.name for p in work.iterdir()) == sorted(p.name for p in outs[-2:])  # the two newest stay
+    assert (outs[-1] / "result.json").is_file()

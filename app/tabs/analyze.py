@@ -22,7 +22,7 @@ import pandas as pd
 
 from app.errors import api_errors, guarded, status_html, user_message, warnings_html
 from app.render import clock, percent
-from app.state import AppContext, Session
+from app.state import AppContext, Session, prune_results
 from app.world import other_warnings, world_html
 from stgcma.media.render import DEFAULT_COLOR
 from stgcma.report import write_report
@@ -183,6 +183,7 @@ class AnalyzeTab:
         extras = {"clip": name, "model": holder.model_label(session)}
         result = write_report(predictor, video, analysis, out, extras=extras,
                               progress=lambda f: progress(0.35 + 0.6 * float(f), desc="Rendering the overlay"))
+        prune_results(Path(self.ctx.work_dir), self.ctx.limits.max_results, out)
         files = result["files"]
         downloads = [files["overlay"]] if "overlay" in files else []
         if files.get("masks"):  # from the result, not from what a folder listing happens to show
