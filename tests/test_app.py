@@ -935,3 +935,38 @@ def test_the_work_folder_keeps_only_the_latest_analyses(tiny_checkpoints, tmp_pa
         outs.append(Path(session.out_dir))
     assert sorted(p.name for p in work.iterdir()) == sorted(p.name for p in outs[-2:])  # the two newest stay
     assert (outs[-1] / "result.json").is_file()
+
+
+@pytest.mark.slow
+def test_eight_clients_five_analyses_each_all_answered_with_bounded_memory(tiny_checkpoints, clips, tmp_path):
+    """One app process, 8 gradio_client users at once, 5 analyses each of two different clips: every answer is
+    the right clip's and the server's peak RSS stays bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    from stgcma.media import write_video
+
+    other = write_video(tmp_path / "other.mp4", np.random.default_rng(3).integers(0, 255, (40, 48, 64, 3),
+                                                                               dtype=np.uint8), fps=8)
+    videos = {clips["good"].name: 6, Path(other).name: 5}  # clip -> its number of seconds
+    server, url = start_app(tiny_checkpoints, clips, tmp_path, "--queue-size", "8")
+    try:
+        def user(index: int) -> list[tuple[str, int]]:
+            client = Client(url, verbose=False)
+            out = []
+            for k in range(5):
+                path = clips["good"] if (index + k) % 2 else Path(other)
+                result = client.predict(handle_file(str(path)), api_name="/analyze")[0]
+                out.append((result["clip"] == path.name, len(result["ave"]["labels"]) == videos[path.name]))
+            return out
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = [a for rows in pool.map(user, range(8)) for a in rows]
+        assert len(answers) == 40 and all(ok for pair in answers for ok in pair), answers
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        peak_mb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+        print(f"server peak RSS after 40 analyses by 8 clients: {peak_mb:.0f} MB")
+        assert peak_mb < 4000, peak_mb  # measured: 1.2 GB with the tiny models
+    finally:
+        stop_app(server)
