@@ -42,3 +42,29 @@ def save_task_checkpoints(root, preset: str = "vit-test", data: str = "synthav:s
         torch.manual_seed(0)
         save_checkpoint(STGCMAModel(model_config_for(cfg, [], dataset)), root / task, dataset_meta(dataset))
     return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Files a person might upload by mistake, each with the decoder's verdict in the message."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.test_media import make_clip
+
+    folder = tmp_path_factory.mktemp("corpus")
+    ok = make_clip(folder / "source.mp4", seconds=3.0).read_bytes()  # moov at the end, as cameras write
+    header = ok[: int.from_bytes(ok[:4], "big")]  # the ftyp box
+    files = {
+        "empty.mp4": b"",
+        "notes.mp4": b"shopping list: milk, eggs\n" * 20,
+        "cut.mp4": ok[: len(ok) // 2],
+        "header then noise.mp4": header + np.random.default_rng(1).bytes(16384),
+        "noise.mp4": np.random.default_rng(2).bytes(8192),
+        "-odd name \u00e9\u00e8 \U0001f3b5.mp4": b"\x00" * 64 + b"not a video",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / "photo.mp4", format="PNG")
+    (folder / "source.mp4").unlink()
+    return folder

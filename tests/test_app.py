@@ -822,6 +822,22 @@ def test_gradio_client_analyze_ask_and_a_bad_upload(live_app, clips):
         client.predict("Is it loud?", handle_file(str(clips["text"])), api_name="/ask")
 
 
+def test_every_bad_upload_through_the_api_is_one_clear_error_and_the_app_keeps_serving(live_app, clips, corpus):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(live_app, verbose=False)
+    for path in sorted(corpus.iterdir()):
+        started = time.monotonic()
+        with pytest.raises(AppError) as error:
+            client.predict(handle_file(str(path)), api_name="/analyze")
+        message = str(error.value)
+        assert message and "\n" not in message.strip() and "Traceback" not in message, (path.name, message)
+        assert time.monotonic() - started < 60, path.name
+    result = client.predict(handle_file(str(clips["good"])), api_name="/analyze")[0]  # still serving
+    assert result["clip"] == clips["good"].name
+
+
 def test_the_api_reads_no_file_it_was_not_sent(live_app):
     """Server paths, traversal, file:// and URLs in place of an upload: every call ends in an error event
     (Gradio refuses to move a file no user uploaded), and the file route refuses paths outside its folders."""

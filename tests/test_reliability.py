@@ -338,29 +338,6 @@ def test_under_torchrun_every_rank_stops_when_the_folder_is_held(tmp_path):
 # --------------------------------------------------------------------------- analyze with bad inputs
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Files a person might upload by mistake, each with the decoder's verdict in the message."""
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("corpus")
-    ok = make_clip(folder / "source.mp4", seconds=3.0).read_bytes()  # moov at the end, as cameras write
-    header = ok[: int.from_bytes(ok[:4], "big")]  # the ftyp box
-    files = {
-        "empty.mp4": b"",
-        "notes.mp4": b"shopping list: milk, eggs\n" * 20,
-        "cut.mp4": ok[: len(ok) // 2],
-        "header then noise.mp4": header + np.random.default_rng(1).bytes(16384),
-        "noise.mp4": np.random.default_rng(2).bytes(8192),
-        "-odd name \u00e9\u00e8 \U0001f3b5.mp4": b"\x00" * 64 + b"not a video",
-    }
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / "photo.mp4", format="PNG")
-    (folder / "source.mp4").unlink()
-    return folder
-
-
 def _analyze(video: Path, out: Path, timeout: float = 120):
     # "--" ends the options, so a file name starting with "-" is a file name
     cmd = [sys.executable, "-m", "stgcma", "analyze", "--out", str(out), "--no-explain", "--quiet", "--", str(video)]
