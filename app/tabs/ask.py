@@ -82,7 +82,8 @@ class AskTab:
 
     def build(self) -> None:
         self.chat = gr.Chatbot(label="Questions about the analysed clip", height=420,
-                               placeholder="Analyse a clip, then ask about it: what sounds, how many, where, when.")
+                               placeholder="Questions about the analysed clip: what sounds, how many, where, "
+                                           "when (analyse a clip first).")
         with gr.Row():
             self.question = gr.Textbox(placeholder="Is the violin playing?", show_label=False, scale=5,
                                        submit_btn=False)
