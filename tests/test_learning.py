@@ -65,8 +65,6 @@ def test_short_training_lowers_loss_and_beats_chance(tmp_path, task):
     assert best > chance + 0.05, (best, chance)
 
 
-@pytest.mark.xfail(reason="issue 11: passed in its first full-suite run (2026-12-02) while the shipped default "
-                   "is clip-blind; kept non-strict until it is shown stable across runs")
 def test_avqa_training_beats_the_question_only_floor(tmp_path):
     """Fresh clips, eight questions each; validated on 200 clips' own (answer-balanced) questions.
 
