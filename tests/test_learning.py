@@ -65,11 +65,16 @@ def test_short_training_lowers_loss_and_beats_chance(tmp_path, task):
     assert best > chance + 0.05, (best, chance)
 
 
+@pytest.mark.xfail(strict=False, reason=(  # not strict: another CPU's float order may move it a point
+    "issue 11: a short run reaches 38.5% against a clip-blind floor of 35.0% (the majority answer per template): "
+    "3.5 points, within the noise of 200 clips. Remove this marker when AVQA training uses the clip."))
 def test_avqa_training_beats_the_question_only_floor(tmp_path):
     """Fresh clips, eight questions each; validated on 200 clips' own (answer-balanced) questions.
 
-    The floor is the best a clip-blind model can do on these exact questions: per question text, the
-    majority answer counted on 1500 other clips. A head that ignores the clip cannot pass it by 5 points.
+    The floor is the best a clip-blind model can do on these questions: the majority answer per type,
+    per template or per exact question text (whichever scores highest), counted on 1500 other clips. A
+    head that ignores the clip cannot pass it by 5 points. (Per question text alone, 30.0% here, is a
+    weaker floor: a head that learns each template's prior already scores 35.0%.)
     """
     world, overrides, lr = MUSIC, ["head.hidden=256", "head.avqa_embed=128"], 1e-3
     torch.set_num_threads(2)
@@ -81,6 +86,7 @@ def test_avqa_training_beats_the_question_only_floor(tmp_path):
     best = max(float(r["val_select"]) for r in csv.DictReader(open(Path(summary["run"]) / "metrics.csv")))
     val = build_dataset(val_spec, "avqa", "val", _preprocess(overrides))
     others = build_dataset(f"synthav:seed=13,n=1500{world}", "avqa", "val", _preprocess(overrides))
-    floor = blind_baseline([val.clip(i).question for i in range(len(val))],
-                           [others.clip(i).question for i in range(len(others))])["overall"]["question"]
-    assert best > floor + 0.05, (best, floor)
+    blind = blind_baseline([val.clip(i).question for i in range(len(val))],
+                           [others.clip(i).question for i in range(len(others))])["overall"]
+    floor = max(blind["type"], blind["template"], blind["question"])
+    assert best > floor + 0.05, (best, blind)
