@@ -244,6 +244,9 @@ def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, round
             "checkpointing_time_ratio": s["stgcma_checkpointing"] / s["stgcma"]}
 
 
+SCALING_LENGTHS = (5, 10, 20, 40, 80)  # clip seconds of the end-to-end scaling fit
+QUICK_SCALING_LENGTHS = (5, 10, 20)  # the same for --quick
+
 
 def _analysis_phases(predictor, path, out, question: str | None) -> dict[str, float]:
     """Seconds of each phase of the app's path for one clip not yet in ``predictor``'s cache."""
@@ -271,7 +274,7 @@ def _analysis_phases(predictor, path, out, question: str | None) -> dict[str, fl
 
 
 def bench_e2e(checkpoint: str = "default", seconds: float = 10.0, size: tuple[int, int] = (1280, 720),
-              repeats: int = 2, scaling: tuple[float, ...] = (5, 10, 20, 40, 80),
+              repeats: int = 2, scaling: tuple[float, ...] = SCALING_LENGTHS,
               scaling_size: tuple[int, int] = (640, 360)) -> dict:
     """The app's path end to end, on synthetic H.264 + AAC clips (:func:`stgcma.media.bench.make_bench_clip`).
 
@@ -331,11 +334,12 @@ INFERENCE_PRESETS = ("synth-vit", "clip-b16-tiny", "swin-b-tiny")
 
 def setup() -> dict[str, object]:
     """What the numbers were measured on."""
+    import os
     import platform
 
     import av
 
-    info: dict[str, object] = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPUs",
+    info: dict[str, object] = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                                "threads": torch.get_num_threads(), "torch": torch.__version__,
                                "python": platform.python_version(), "av": av.__version__}
     if torch.cuda.is_available():
@@ -363,13 +367,15 @@ def bench_all(device: str = "cpu", quick: bool = False, checkpoint: str = "defau
     out["train"] = train
     out.update({k: v for k, v in train.items() if k.endswith("_ratio") or "_ratio_" in k})
     if device == "cpu":
-        e2e = bench_e2e(checkpoint, repeats=1 if quick else 2, scaling=(5, 10, 20) if quick else (5, 10, 20, 40, 80))
+        e2e = bench_e2e(checkpoint, repeats=1 if quick else 2,
+                        scaling=QUICK_SCALING_LENGTHS if quick else SCALING_LENGTHS)
         out["e2e"] = e2e
         for key in ("requery_ratio", "viewer_ratio", "analysis_ratio_vs_decode_plus_model", "scaling_seconds",
                     "scaling_exponent"):
             if key in e2e:
                 out[key] = e2e[key]
     return out
+
 
 if __name__ == "__main__":
     import json

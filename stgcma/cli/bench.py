@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
     elif args.what == "e2e":
         result = benchmarks.bench_e2e(args.checkpoint, repeats=1 if args.quick else 2,
-                                      scaling=(5, 10, 20) if args.quick else (5, 10, 20, 40, 80))
+                                      scaling=benchmarks.QUICK_SCALING_LENGTHS if args.quick
+                                      else benchmarks.SCALING_LENGTHS)
     elif args.what == "model":
         result = benchmarks.bench_model(args.preset or "clip-b16-tiny", batch=args.batch, repeats=args.repeats,
                                         device=args.device, dtype=getattr(torch, args.dtype), compile=args.compile)
