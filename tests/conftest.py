@@ -68,3 +68,15 @@ def corpus(tmp_path_factory):
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / "photo.mp4", format="PNG")
     (folder / "source.mp4").unlink()
     return folder
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a ``python -m stgcma`` child process in a test: this repository on the path, one
+    thread, offline, and no torchrun variables inherited from the parent."""
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1",
+               HF_HUB_OFFLINE="1")
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env

@@ -37,17 +37,12 @@ from stgcma.model import create_model
 from stgcma.train import TrainConfig, fit
 from stgcma.train.lock import LOCK_NAME, RunLock, RunLockedError
 from stgcma.train.loop import TrainingError
+from tests.conftest import subprocess_env
 from tests.test_media import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "music-02-solo.mp4"
 
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    return env
 
 
 def _one_line(text: str) -> str:
@@ -290,7 +285,8 @@ def test_two_processes_cannot_train_into_one_folder(tmp_path):
         return [sys.executable, "-m", "stgcma", "train", "--task", "ave", "--preset", "vit-test", "--data",
                 "synthav:seed=0,n=8", "--out", str(run), "--quiet", "batch_size=4", *extra]
 
-    first = subprocess.Popen(train("epochs=1000"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = subprocess.Popen(train("epochs=1000"), env=subprocess_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 120
         while RunLock(run).owner() != first.pid and time.time() < deadline and first.poll() is None:
@@ -298,7 +294,7 @@ def test_two_processes_cannot_train_into_one_folder(tmp_path):
         assert RunLock(run).owner() == first.pid, "the first job never took the lock"
         for second in (train("epochs=1"), [sys.executable, "-m", "stgcma", "train", "--resume", str(run)]):
             started = time.time()
-            result = subprocess.run(second, env=_env(), capture_output=True, text=True, timeout=60)
+            result = subprocess.run(second, env=subprocess_env(), capture_output=True, text=True, timeout=60)
             seconds = time.time() - started
             assert result.returncode == 2, result.stderr[-2000:]
             message = _one_line(result.stderr)
@@ -311,7 +307,7 @@ def test_two_processes_cannot_train_into_one_folder(tmp_path):
     assert RunLock(run).owner() == first.pid  # stale: a dead pid in the file
     with pytest.raises(ProcessLookupError):
         os.kill(first.pid, 0)
-    after = subprocess.run(train("epochs=1"), env=_env(), capture_output=True, text=True, timeout=300)
+    after = subprocess.run(train("epochs=1"), env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert after.returncode == 0, after.stderr[-2000:]
     assert (run / "summary.json").exists()
     assert RunLock(run).owner() is None  # released at normal exit
@@ -326,7 +322,7 @@ def test_under_torchrun_every_rank_stops_when_the_folder_is_held(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "stgcma",
              "train", "--task", "ave", "--preset", "vit-test", "--data", "synthav:seed=0,n=8", "--out", str(run),
-             "--quiet", "batch_size=4"], env=_env(), capture_output=True, text=True, timeout=240)
+             "--quiet", "batch_size=4"], env=subprocess_env(), capture_output=True, text=True, timeout=240)
         seconds = time.time() - started
     assert result.returncode != 0
     assert result.stderr.count(f"error: run folder {run} is in use by another training job (pid {os.getpid()})") == 1
@@ -342,7 +338,7 @@ def _analyze(video: Path, out: Path, timeout: float = 120):
     # "--" ends the options, so a file name starting with "-" is a file name
     cmd = [sys.executable, "-m", "stgcma", "analyze", "--out", str(out), "--no-explain", "--quiet", "--", str(video)]
     started = time.time()
-    result = subprocess.run(cmd, env=_env(), capture_output=True, timeout=timeout)
+    result = subprocess.run(cmd, env=subprocess_env(), capture_output=True, timeout=timeout)
     return result, time.time() - started
 
 
@@ -377,7 +373,7 @@ def test_analyze_with_a_damaged_checkpoint_says_so_in_one_line(tmp_path, good):
     (folder / WEIGHTS_NAME).write_bytes((folder / WEIGHTS_NAME).read_bytes()[:500])
     cmd = [sys.executable, "-m", "stgcma", "analyze", str(EXAMPLE), "--out", str(tmp_path / "out"), "--checkpoint",
            str(folder), "--no-explain", "--quiet"]
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     message = _one_line(result.stderr)
     assert message.startswith("error: ") and str(folder / WEIGHTS_NAME) in message and "hash" in message

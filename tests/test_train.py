@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,17 +17,11 @@ from stgcma.data.spec import build_dataset
 from stgcma.train import TrainConfig, fit
 from stgcma.train.distributed import GlobalBatchSampler
 from stgcma.train.loop import cosine_with_warmup
+from tests.conftest import subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 # Dropout and DropPath off: their random streams differ between 1 and 2 processes.
 DETERMINISTIC = ["head.dropout=0.0", "adapter.drop_path=0.0"]
 
-
-def _env():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env.pop("RANK", None)
-    env.pop("WORLD_SIZE", None)
-    return env
 
 
 def _train_cmd(out, data="synthav:seed=0,n=8", extra=()):
@@ -110,11 +103,11 @@ def test_avqa_trains_on_several_questions_per_clip_and_validates_on_one(tmp_path
 
 def test_ddp_two_processes_match_one_process(tmp_path):
     single = subprocess.run([sys.executable, *_train_cmd(tmp_path / "one", extra=["epochs=2", "batch_size=4"])],
-                            env=_env(), capture_output=True, text=True, timeout=300)
+                            env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           *_train_cmd(tmp_path / "two", extra=["epochs=2", "batch_size=4"])],
-                         env=_env(), capture_output=True, text=True, timeout=300)
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 4
@@ -129,12 +122,12 @@ def test_ddp_two_processes_match_one_process(tmp_path):
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     extra = ["epochs=3", "batch_size=2", "seed=5"]
     data = "synthav:seed=1,n=48"
-    full = subprocess.run([sys.executable, *_train_cmd(tmp_path / "full", data, extra)], env=_env(),
+    full = subprocess.run([sys.executable, *_train_cmd(tmp_path / "full", data, extra)], env=subprocess_env(),
                           capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, *_train_cmd(run, data, extra)], env=_env(),
+    proc = subprocess.Popen([sys.executable, *_train_cmd(run, data, extra)], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -148,7 +141,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert not (run / "summary.json").exists()
 
     resumed = subprocess.run([sys.executable, "-m", "stgcma", "train", "--resume", str(run), "--quiet"],
-                             env=_env(), capture_output=True, text=True, timeout=300)
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(str(tmp_path / "full" / "last" / "adapter_model.safetensors"))
     b = load_file(str(run / "last" / "adapter_model.safetensors"))
@@ -160,7 +153,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_resume_needs_a_run_folder(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "stgcma", "train", "--resume", str(tmp_path)], env=_env(),
+    result = subprocess.run([sys.executable, "-m", "stgcma", "train", "--resume", str(tmp_path)], env=subprocess_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "config.json" in result.stderr
 
