@@ -217,14 +217,14 @@ def test_ask_answers_with_confidence_alternatives_and_flags_unknown_words(ctx, a
     assert box == "" and status == "" and session.last_question.startswith("How many")
     history2, *_ = tab.ask("Is the zorblax playing?", history, analysed, None)
     assert len(history2) == 4 and "never saw" in history2[-1]["content"] and "zorblax" in history2[-1]["content"]
-    assert any("red_circle" in q or "How many" in q for q in tab.example_questions())
+    assert any("violin" in q or "How many" in q for q in tab.example_questions())
 
 
 @pytest.mark.parametrize("question, kind", [
     ("How many objects are sounding in the video?", {"zero", "one", "two", "three", "four", "five"}),
     ("Where is the first sounding object?", {"left", "middle", "right"}),
-    ("Is the red_circle in the video making a sound?", {"yes", "no"}),
-    ("Which object makes sounds before the red_circle?", None),
+    ("Is the violin in the video making a sound?", {"yes", "no"}),
+    ("Which object makes sounds before the violin?", None),
 ])
 def test_answers_are_of_the_kind_the_question_admits(ctx, analysed, question, kind):
     result = AskTab(ctx).answer(question, analysed, None)
@@ -237,12 +237,12 @@ def test_answers_are_of_the_kind_the_question_admits(ctx, analysed, question, ki
 
 def test_suggested_questions_name_only_objects_of_the_clip(ctx, analysed, tmp_path):
     tab = AskTab(ctx)
-    names = [a.replace("_", " ") for a in ctx.holder.meta("avqa")["answer_vocab"] if "_" in a]  # shapes' classes
+    names = [a.replace("_", " ") for a in ctx.holder.meta("avqa")["answer_vocab"] if "_" in a]  # two-word classes
     assert not any(n in q for q in tab.example_questions(Session()) for n in names)  # nothing analysed: generic
-    session = dataclasses.replace(analysed, objects=["green_star"])
+    session = dataclasses.replace(analysed, objects=["acoustic_guitar"])
     questions = tab.example_questions(session)
-    assert any("green star" in q for q in questions) and not any("_" in q for q in questions)  # as people write
-    assert not any(n in q for q in questions for n in names if n != "green star")
+    assert any("acoustic guitar" in q for q in questions) and not any("_" in q for q in questions)  # as people write
+    assert not any(n in q for q in questions for n in names if n != "acoustic guitar")
     assert not any(n in q for q in tab.example_questions(dataclasses.replace(analysed, objects=[]))
                    for n in names)
     assert tab.suggest(session).raw_samples == [[q] for q in questions]
@@ -258,7 +258,7 @@ def test_an_example_clip_offers_its_own_questions_from_the_manifest(tiny_checkpo
     (folder / "examples.json").write_text(json.dumps({"examples": [
         {"file": "silent.mp4", "title": "Silent", "caption": "No sound at all.", "questions": ["Is it quiet?"]},
         {"file": "duet.mp4", "title": "Duet", "caption": "Two objects take turns.",
-         "questions": [{"question": "Is the green_star in the video making a sound?", "answer": "yes"},
+         "questions": [{"question": "Is the acoustic_guitar in the video making a sound?", "answer": "yes"},
                        "Where is the loudest object?"]},
         {"file": "gone.mp4", "title": "Not on disk"}]}))
     items = load_examples(folder)
@@ -269,7 +269,7 @@ def test_an_example_clip_offers_its_own_questions_from_the_manifest(tiny_checkpo
     out = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)  # same content, other path
     session = out[6]
     assert "Duet: Two objects take turns." in out[4]  # the facts say what happens in the example
-    assert AskTab(ctx).example_questions(session) == ["Is the green star in the video making a sound?",
+    assert AskTab(ctx).example_questions(session) == ["Is the acoustic guitar in the video making a sound?",
                                                       "Where is the loudest object?"]  # ask() joins the name
     history, *_ = AskTab(ctx).ask_chip(1, [], session, None)
     assert history[0]["content"] == "Where is the loudest object?" and "confidence" in history[1]["content"]

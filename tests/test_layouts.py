@@ -74,7 +74,7 @@ def test_ave_layout_reads_back_with_the_scenes_labels(layouts: dict[str, Path]) 
     seen = 0
     for split in ("train", "val", "test"):
         ds = AVEDataset(out, split, PRE)  # found through OUT/AVE_Dataset, as for the real folder
-        assert ds.class_names[-1] == "background" and len(ds.events) == 8
+        assert ds.class_names[-1] == "background" and len(ds.events) == read_provenance(out)[1].num_classes
         for i, record in enumerate(ds.records):
             scene = _scene_clip(out, split, record.video_id).scene
             assert ds.labels(i).tolist() == scene.ave_labels()
@@ -107,7 +107,8 @@ def test_avsbench_layouts_read_back_with_the_scenes_masks(layouts: dict[str, Pat
     if mode == "s4":  # exactly one object sounds each second, and the category folder names the sounding class
         clip = _scene_clip(out, "test", ds.name(0))
         assert all(len(clip.scene.sounding_objects(t)) <= 1 for t in range(5))
-        names = question_names(8)
+        cfg = read_provenance(out)[1]
+        names = question_names(cfg.num_classes, cfg.world)
         assert ds.records[0].category in {names[o.cls] for o in clip.scene.objects}
     else:
         assert ds.frame_paths(0)[0].name.endswith(".mp4_1.png")

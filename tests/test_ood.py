@@ -23,7 +23,7 @@ from stgcma.media.encode import write_video
 from stgcma.media.features import frames_to_tensor, segment_fbanks
 from stgcma.train import TrainConfig, fit
 
-OWN = "synthav:seed=31,n=6"
+OWN = "synthav:seed=31,n=6,world=shapes"
 OTHER = "synthav:seed=31,n=6,world=music,classes=8"
 
 
@@ -31,8 +31,9 @@ OTHER = "synthav:seed=31,n=6,world=music,classes=8"
 def run(tmp_path_factory):
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("ood") / "run"
-    cfg = TrainConfig(task="ave", preset="vit-test", data="synthav:seed=0,n=8", val_data="synthav:seed=1,n=100",
-                      out=str(out), epochs=1, batch_size=4, ood_clips=100, seed=0)
+    cfg = TrainConfig(task="ave", preset="vit-test", data="synthav:seed=0,n=8,world=shapes",
+                      val_data="synthav:seed=1,n=100,world=shapes", out=str(out), epochs=1, batch_size=4,
+                      ood_clips=100, seed=0)
     fit(cfg, progress=False)
     return out
 
@@ -97,7 +98,7 @@ def clips(run, tmp_path_factory):
     pre = model.config.preprocess
     out = tmp_path_factory.mktemp("clips")
     write_synthav(out / "own", n=1, seed=41, split="test", tasks=("ave",), size=64,
-                  config=SynthConfig(num_segments=pre.num_segments), progress=False)
+                  config=SynthConfig(num_segments=pre.num_segments, world="shapes"), progress=False)
     frames, wave = photo_clip(pre, pre.num_segments, fps=8)
     write_video(out / "photo.mp4", frames, 8, wave, pre.sample_rate)
     return {"own": next((out / "own" / "videos").glob("*.mp4")), "photo": out / "photo.mp4"}
@@ -148,7 +149,7 @@ def test_calibrate_command_adds_statistics_to_an_existing_checkpoint(run, tmp_pa
     folder = tmp_path / "ckpt"
     shutil.copytree(run / "best", folder)
     (folder / ood.STATS_NAME).unlink()
-    assert cli_main(["calibrate-ood", "--checkpoint", str(folder), "--data", "synthav:seed=1,n=8",
+    assert cli_main(["calibrate-ood", "--checkpoint", str(folder), "--data", "synthav:seed=1,n=8,world=shapes",
                      "--n", "8", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["world"] == "SynthAV Shapes" and summary["clips_fit"] == 4
@@ -205,7 +206,7 @@ def test_the_shipped_default_knows_its_examples_and_flags_other_worlds(tmp_path)
     verdicts = {p.name: predictor.analyze(p).world for p in examples}
     assert not any(v["out_of_world"] for v in verdicts.values()), verdicts  # measured: at most 0.81x the threshold
     write_synthav(tmp_path / "shapes", n=6, seed=777, split="test", tasks=("ave",), size=112,
-                  config=Config(num_segments=10), progress=False)
+                  config=Config(num_segments=10, world="shapes"), progress=False)
     clips = sorted((tmp_path / "shapes" / "videos").glob("*.mp4"))
     shapes = [predictor.analyze(p).world["out_of_world"] for p in clips]
     assert sum(shapes) >= 3, shapes  # measured: 8 of 10

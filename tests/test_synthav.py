@@ -39,7 +39,7 @@ from stgcma.data.synthav.scene import SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
 from stgcma.data.vocab import Vocab
 
-CFG = SynthConfig()
+CFG = SynthConfig(world="shapes")
 PRE = PreprocessConfig(image_size=48)
 
 
@@ -60,7 +60,7 @@ def test_clip_depends_only_on_seed_split_index() -> None:
     assert make_clip(3, 7, CFG) == make_clip(3, 7, CFG)
     assert make_clip(3, 7, CFG) != make_clip(4, 7, CFG)
     assert make_clip(3, 7, CFG, "train").scene != make_clip(3, 7, CFG, "val").scene
-    small, large = SynthAV(3, 8, "ave", PRE), SynthAV(3, 500, "ave", PRE)
+    small, large = SynthAV(3, 8, "ave", PRE, world="shapes"), SynthAV(3, 500, "ave", PRE, world="shapes")
     a, b = small[5], large[5]
     assert a["id"] == b["id"]
     for key in ("video", "audio", "label"):
@@ -109,7 +109,7 @@ def test_masks_cover_exactly_the_sounding_visible_objects(clips: list) -> None:
 
 
 def test_s4_mode_has_exactly_one_sounding_object() -> None:
-    cfg = SynthConfig(num_segments=5, mode="s4")
+    cfg = SynthConfig(world="shapes", num_segments=5, mode="s4")
     for i in range(60):
         s = make_clip(1, i, cfg).scene
         assert not s.distractors
@@ -175,18 +175,18 @@ def test_answers_are_balanced_and_in_vocabulary() -> None:
 
 
 def test_dataset_items_for_each_task() -> None:
-    ave = SynthAV(0, 4, "ave", PRE)
+    ave = SynthAV(0, 4, "ave", PRE, world="shapes")
     item = ave[1]
     assert item["video"].shape == (10, 3, 48, 48) and item["audio"].shape == (10, 1, 102, 128)
     assert item["label"].dtype == torch.long and item["label"].tolist() == ave.clip(1).scene.ave_labels()
     assert ave.num_classes == 9 and ave.class_names[-1] == "background"
 
-    avs = SynthAV(0, 4, "avs", PRE, mode="s4", segments=5)
+    avs = SynthAV(0, 4, "avs", PRE, world="shapes", mode="s4", segments=5)
     item = avs[2]
     assert item["mask"].shape == (5, 48, 48) and item["mask_valid"].all()
     assert set(item["mask"].unique().tolist()) <= {0.0, 1.0} and (item["mask"].sum((1, 2)) > 0).all()
 
-    avqa = SynthAV(0, 4, "avqa", PRE)
+    avqa = SynthAV(0, 4, "avqa", PRE, world="shapes")
     item = avqa[3]
     q = avqa.clip(3).question
     assert item["qtype"] == q.qtype and avqa.answer_vocab[int(item["answer"])] == q.answer
@@ -215,18 +215,18 @@ def test_scene_questions_are_true_of_the_scene_and_spread_over_answers(clips: li
 
 
 def test_several_questions_per_clip_start_with_the_clips_own() -> None:
-    avqa = SynthAV(0, 4, "avqa", PRE, questions=5)
+    avqa = SynthAV(0, 4, "avqa", PRE, world="shapes", questions=5)
     item, own = avqa[2], avqa.clip(2).question
     assert item["question"].shape == (5, 14) and item["answer"].shape == (5,) and len(item["qtype"]) == 5
     assert torch.equal(item["question"][0], avqa.question_vocab.encode(own.text))
     assert avqa.answer_vocab[int(item["answer"][0])] == own.answer and item["qtype"][0] == own.qtype
     assert torch.equal(avqa[2]["question"], item["question"])  # deterministic
-    spec = build_dataset("synthav:seed=0,n=4,questions=5", "avqa", "train", PRE)
+    spec = build_dataset("synthav:seed=0,n=4,questions=5,world=shapes", "avqa", "train", PRE)
     assert torch.equal(spec[2]["answer"], item["answer"])
     with pytest.raises(ValueError, match="AVQA option"):
-        SynthAV(0, 4, "ave", PRE, questions=3)
+        SynthAV(0, 4, "ave", PRE, world="shapes", questions=3)
     with pytest.raises(ValueError, match="questions must be >= 1"):
-        SynthAV(0, 4, "avqa", PRE, questions=0)
+        SynthAV(0, 4, "avqa", PRE, world="shapes", questions=0)
 
 
 def test_ave_oracle_is_right_when_the_event_is_unambiguous(clips: list) -> None:
@@ -237,13 +237,13 @@ def test_ave_oracle_is_right_when_the_event_is_unambiguous(clips: list) -> None:
         others_sound = any(any(o.sounding) for o in scene.objects if o.cls != scene.event_class)
         if not others_sound:
             assert ave_oracle(scene, CFG) == scene.ave_labels()
-    ceiling = measure_ave_ceiling(300, seed=0, split="train")
+    ceiling = measure_ave_ceiling(300, seed=0, cfg=CFG, split="train")
     assert 0.7 < ceiling < 0.95  # ambiguity is real but bounded
-    assert measure_ave_ceiling(50, seed=0, cfg=SynthConfig(mode="s4")) == 1.0
+    assert measure_ave_ceiling(50, seed=0, cfg=SynthConfig(world="shapes", mode="s4")) == 1.0
 
 
 def test_avs_oracle_is_exact_unless_two_objects_share_the_sounding_class() -> None:
-    cfg = SynthConfig(num_segments=5, mode="s4")
+    cfg = SynthConfig(world="shapes", num_segments=5, mode="s4")
     times = segment_times(5)
     exact = shared = 0
     for i in range(60):
@@ -256,7 +256,7 @@ def test_avs_oracle_is_exact_unless_two_objects_share_the_sounding_class() -> No
             assert (oracle >= truth).all() and oracle.sum() > truth.sum()
             shared += 1
     assert exact and shared
-    ceiling = measure_avs_ceiling(60, seed=0, size=48, split="train")
+    ceiling = measure_avs_ceiling(60, seed=0, size=48, split="train", world="shapes")
     assert 0.8 < ceiling["miou"] < 1.0
 
 
@@ -268,11 +268,11 @@ def test_cli_bounds_prints_ceiling_and_baselines(capsys: pytest.CaptureFixture) 
 
 
 def test_write_and_read_back_folder(tmp_path: Path) -> None:
-    cfg = SynthConfig(num_segments=3)
+    cfg = SynthConfig(world="shapes", num_segments=3)
     write_synthav(tmp_path, 2, seed=5, config=cfg, size=48, fps=4, progress=False)
     meta = json.loads((tmp_path / "synthav.json").read_text())
     assert meta["n"] == 2 and meta["config"]["num_segments"] == 3
-    memory = SynthAV(5, 2, "ave", PRE, segments=3)
+    memory = SynthAV(5, 2, "ave", PRE, world="shapes", segments=3)
     for task in ("ave", "avs", "avqa"):
         folder = SynthAVFolder(tmp_path, task, PRE)
         assert len(folder) == 2
@@ -285,7 +285,7 @@ def test_write_and_read_back_folder(tmp_path: Path) -> None:
     assert (item["video"] - ref["video"]).abs().mean() < 0.15  # H.264 round trip
     assert (item["audio"] - ref["audio"]).abs().mean() < 0.1  # AAC round trip
     masks = SynthAVFolder(tmp_path, "avs", PRE)[1]["mask"]
-    assert torch.equal(masks, SynthAV(5, 2, "avs", PRE, segments=3)[1]["mask"])
+    assert torch.equal(masks, SynthAV(5, 2, "avs", PRE, world="shapes", segments=3)[1]["mask"])
     vocab = Vocab(["is", "the"])
     assert build_dataset(tmp_path, "avqa", "train", PRE, question_vocab=vocab).question_vocab is vocab
     (tmp_path / "avs.json").unlink()

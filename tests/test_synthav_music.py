@@ -11,6 +11,7 @@ import pytest
 from stgcma.config import PreprocessConfig
 from stgcma.data.spec import build_dataset
 from stgcma.data.synthav.audio import render_audio
+from stgcma.data.synthav.backdrops import SCENE_KINDS, scene_backdrop
 from stgcma.data.synthav.bounds import ave_oracle, measure_ave_ceiling, measure_avs_ceiling
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.music import object_patch
@@ -150,3 +151,58 @@ def test_music_answers_are_balanced_per_template_and_in_music_avqa_words() -> No
             assert max(counts.values()) / sum(counts.values()) < 1 / support + 0.2, (template, counts)
     rows = blind_baseline(questions, fit=held_out)
     assert rows["overall"]["template"] < rows["overall"]["chance"] + 0.08
+
+
+def test_scene_like_backdrops_appear_in_music_only_and_are_not_flat(clips: list) -> None:
+    kinds = {c.scene.background.kind for c in clips}
+    assert {"stage", "room", "outdoors"} <= kinds and {"gradient", "noise"} & kinds
+    scenic = sum(c.scene.background.kind in SCENE_KINDS for c in clips) / len(clips)
+    assert 0.35 <= scenic <= 0.65  # scenery_prob 0.5
+    shapes = SynthConfig(world="shapes")
+    assert all(make_clip(0, i, shapes).scene.background.kind not in SCENE_KINDS for i in range(100))
+    for kind in SCENE_KINDS:
+        image = scene_backdrop(kind, 7, 96, (120.0, 90.0, 80.0), (150.0, 120.0, 90.0))
+        assert image.shape == (96, 96, 3) and np.isfinite(image).all()
+        assert image.min() >= 0 and image.max() <= 255
+        top, bottom = image[:20].mean((0, 1)), image[-15:].mean((0, 1))  # wall or sky vs floor or ground
+        assert np.abs(top - bottom).max() > 5 and image.std((0, 1)).max() > 5
+    with pytest.raises(ValueError, match="unknown scene backdrop"):
+        scene_backdrop("beach", 0, 8, (0, 0, 0), (0, 0, 0))
+
+
+def test_some_objects_stand_partly_outside_the_frame_without_breaking_labels(clips: list) -> None:
+    """Edge placement cuts part of a glyph off; the mask is what is left in frame, the slots keep their
+    left-to-right order, a lone object only leaves through the top or the bottom."""
+    size, cut = 96, 0
+    bank = load_bank()
+    for clip in clips:
+        objects = clip.scene.objects
+        assert [o.x for o in objects] == sorted(o.x for o in objects)
+        for obj in objects:
+            x, y = obj.centre(0.5)
+            edge = min(x, y, 1 - x, 1 - y) < obj.radius * 0.65
+            if len(objects) == 1:
+                assert obj.radius * 0.6 < x < 1 - obj.radius * 0.6
+            if not edge:
+                continue
+            _, _, alpha, _ = object_patch(obj, 0.5, size, bank)
+            full = round(2.0 * obj.radius * size)
+            index = objects.index(obj)
+            mask = render_masks(clip.scene, np.array([0.5]), size, objects=lambda s, t, i=index: [i])[0]
+            assert mask.any() and mask.sum() == int((alpha >= 0.5).sum())
+            assert min(alpha.shape) < full  # the sprite was cropped by the frame
+            cut += 1
+    assert 0.05 * len(clips) <= cut <= 0.5 * len(clips)
+    assert measure_ave_ceiling(300, 0, MUSIC) == 1.0
+    assert measure_avs_ceiling(40, 0, size=64, world="music", classes=14)["miou"] == 1.0
+
+
+def test_music_is_the_default_world_and_shapes_stays_selectable() -> None:
+    assert SynthConfig().world == "music" and SynthConfig().num_classes == 14
+    assert SynthConfig(world="shapes").num_classes == 8 and SynthConfig(world="shapes").scenery_prob == 0.0
+    data = build_dataset("synthav:seed=0,n=2", "ave", "train", PreprocessConfig(image_size=32))
+    assert data.class_names == [*class_names(14, "music"), "background"]
+    shapes = build_dataset("synthav:seed=0,n=2,world=shapes", "ave", "train", PreprocessConfig(image_size=32))
+    assert len(shapes.class_names) == 9 and "Violin, fiddle" not in shapes.class_names
+    with pytest.raises(ValueError, match="scenery_prob"):
+        SynthConfig(scenery_prob=1.5)

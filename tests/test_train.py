@@ -66,7 +66,7 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["lr"] == 5e-5 and config["model"]["adapter"]["ratio"] == 0.125
-    assert config["model"]["head"]["num_classes"] == 9  # SynthAV's 8 classes + background
+    assert config["model"]["head"]["num_classes"] == 15  # the default SynthAV world's 14 classes + background
     assert summary["selected"] in ("best", "averaged")
     from stgcma.checkpoint import load_model
 

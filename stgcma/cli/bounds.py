@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=200, help="number of test clips (default 200)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test", help="split (default test)")
     parser.add_argument("--size", type=int, default=112, help="AVS mask side in pixels (default 112)")
-    parser.add_argument("--world", choices=WORLDS, default="shapes", help="SynthAV world (default shapes)")
-    parser.add_argument("--classes", type=int, default=8, help="number of classes K (default 8)")
+    parser.add_argument("--world", choices=WORLDS, default="music", help="SynthAV world (default music)")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="number of classes K (default: the world's, 14 music, 8 shapes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: "
                         '{"ave": {"ceiling"}, "avs": {"ceiling", "fscore"}, "avqa": {"ceiling", "floor", "types"}}')
 
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = SynthConfig(world=args.world, num_classes=args.classes)
     except ValueError as err:
         raise UserError(str(err)) from None
+    args.classes = cfg.num_classes
     spec = f"synthav:seed={args.seed},n={args.n},world={args.world},classes={args.classes}"
     ave = measure_ave_ceiling(args.n, args.seed, cfg, args.split)
     avs = measure_avs_ceiling(args.n, args.seed, size=args.size, split=args.split, world=args.world,

@@ -31,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per clip, T (default 10; 5 when --task avs)")
     parser.add_argument("--size", type=int, default=224, help="frame side in pixels (default 224)")
     parser.add_argument("--fps", type=int, default=12, help="video frame rate (default 12)")
-    parser.add_argument("--classes", type=int, default=8, help="number of object classes K (default 8)")
-    parser.add_argument("--world", choices=WORLDS, default="shapes",
-                        help="shapes: coloured shapes and tones; music: OpenMoji pictures and SoundFont notes")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="number of object classes K (default: the world's, 14 music, 8 shapes)")
+    parser.add_argument("--world", choices=WORLDS, default="music",
+                        help="music (default): OpenMoji pictures and SoundFont notes; shapes: coloured shapes "
+                             "and tones")
     parser.add_argument("--mode", choices=("ms3", "s4"), default="ms3",
                         help="ms3: several objects may sound; s4: exactly one sounds (default ms3)")
     parser.add_argument("--force", action="store_true", help="overwrite a SynthAV dataset already in --out")

@@ -32,6 +32,13 @@ from stgcma.data.synthav.folder import SynthAVFolder, is_synthav_folder
 from stgcma.data.synthav.scene import SynthConfig
 
 PREFIX = "synthav:"
+
+
+def _option_type(hint: Any) -> type:
+    """``float | None`` (an option whose default depends on the world) -> ``float``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
 SYNTHAV_OPTIONS: dict[str, type] = {
     "seed": int,
     "n": int,
@@ -41,7 +48,7 @@ SYNTHAV_OPTIONS: dict[str, type] = {
     "size": int,
     "fresh": bool,
     "questions": int,
-    **{f.name: typing.get_type_hints(SynthConfig)[f.name] for f in dataclasses.fields(SynthConfig)
+    **{f.name: _option_type(typing.get_type_hints(SynthConfig)[f.name]) for f in dataclasses.fields(SynthConfig)
        if f.name not in ("num_segments", "num_classes", "mode", "sample_rate", "decidable_event")},
 }
 MODES = ("ms3", "s4")

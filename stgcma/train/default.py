@@ -121,7 +121,7 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
         result = pretrain_backbone(backbone, preprocess=pre, seed=PRETRAIN_SEED, n_clips=recipe.pretrain_clips,
                                    epochs=recipe.pretrain_epochs, batch_size=recipe.pretrain_batch,
                                    lr=recipe.pretrain_lr, device=device, progress=progress, num_workers=num_workers,
-                                   world=world.get("world", "shapes"), classes=world.get("classes"))
+                                   world=world.get("world", "music"), classes=world.get("classes"))
         report["seconds"]["pretrain"] = result.seconds
         report["pretrain_patch_accuracy"] = result.patch_accuracy
     for task in tasks:

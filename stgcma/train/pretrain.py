@@ -37,14 +37,14 @@ from stgcma.media.features import frames_to_tensor
 class SynthFrames(Dataset):
     """Single SynthAV frames with a class-index map (0 = background, 1 + k = class k) per pixel."""
 
-    def __init__(self, seed: int, n_clips: int, preprocess: PreprocessConfig, classes: int = 8,
-                 frames_per_clip: int = 4, world: str = "shapes") -> None:
+    def __init__(self, seed: int, n_clips: int, preprocess: PreprocessConfig, classes: int | None = None,
+                 frames_per_clip: int = 4, world: str = "music") -> None:
         self.seed, self.n_clips, self.pre = seed, n_clips, preprocess
         self.frames_per_clip = frames_per_clip
         self.config = SynthConfig(num_segments=10, num_classes=classes, sample_rate=preprocess.sample_rate,
                                   world=world)
-        self.styles = class_styles(classes)
-        self.classes = classes
+        self.classes = self.config.num_classes
+        self.styles = class_styles(self.classes)
 
     def __len__(self) -> int:
         return self.n_clips * self.frames_per_clip
@@ -89,7 +89,7 @@ def patch_targets(labels: torch.Tensor, patch: int, classes: int) -> torch.Tenso
 def pretrain_backbone(out: str | Path, backbone: str = "synth-vit", preprocess: PreprocessConfig | None = None,
                       seed: int = 1000, n_clips: int = 2000, epochs: int = 6, batch_size: int = 64,
                       lr: float = 1e-3, device: str = "cpu", progress: bool = True,
-                      num_workers: int = 0, world: str = "shapes", classes: int | None = None) -> PretrainResult:
+                      num_workers: int = 0, world: str = "music", classes: int | None = None) -> PretrainResult:
     """Train the backbone on SynthAV frames of ``world`` and save its timm state dict to ``out`` (safetensors).
 
     ``classes`` defaults to the world's full class set (8 shapes, every music-bank class).

@@ -80,7 +80,7 @@ def avs_oracle_masks(scene: Scene, times: np.ndarray, size: int,
 
 
 def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: int = 112,
-                        split: str = "test", world: str = "shapes", classes: int = 8) -> dict[str, float]:
+                        split: str = "test", world: str = "music", classes: int | None = None) -> dict[str, float]:
     """mIoU and F-score of :func:`avs_oracle_masks` on ``n`` s4 clips (T = ``segments``, ``size`` px)."""
     cfg = SynthConfig(num_segments=segments, mode="s4", world=world, num_classes=classes)
     times = segment_times(segments)

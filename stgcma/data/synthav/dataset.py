@@ -34,7 +34,8 @@ class SynthAV(AVDataset):
         mode: ``"ms3"`` (multi-source world) or ``"s4"`` (exactly one sounding object).
         split: ``"train"``, ``"val"`` or ``"test"`` (independent clips for the same seed).
         segments: T; defaults to ``preprocess.num_segments``.
-        classes: number of object classes K (AVE has K + 1 labels with background).
+        classes: number of object classes K (AVE has K + 1 labels with background); default: the
+            world's (14 music, 8 shapes).
         size: render side in pixels before preprocessing; defaults to ``preprocess.image_size``.
         fresh: training on endless data: clip ``i`` of epoch ``e`` (1-based) is clip ``(e - 1) * n + i``
             of the world, so no clip is seen twice (:meth:`epoch_offset`, used by the trainer's sampler).
@@ -49,7 +50,7 @@ class SynthAV(AVDataset):
 
     def __init__(self, seed: int = 0, n: int = 1000, task: str = "ave",
                  preprocess: PreprocessConfig | None = None, mode: Mode = "ms3", split: str = "train",
-                 segments: int | None = None, classes: int = 8, size: int | None = None,
+                 segments: int | None = None, classes: int | None = None, size: int | None = None,
                  fresh: bool = False, question_vocab: Vocab | None = None, questions: int = 1,
                  **world: float | int) -> None:
         self.task = check_task(task)
@@ -70,6 +71,7 @@ class SynthAV(AVDataset):
             raise ValueError("SynthAV segments are one second long; set preprocess.segment_seconds=1.0")
         self.size = int(size or self.preprocess.image_size)
         self.fresh = bool(fresh)
+        classes = self.config.num_classes  # the world's default when None was given
         self.styles = class_styles(classes)
         self.object_names = question_names(classes, self.config.world)
         self.answer_vocab = answers(self.config)

@@ -72,7 +72,8 @@ def check_layout(layout: str) -> str:
     return layout
 
 
-def layout_config(layout: str, segments: int | None = None, classes: int = 8, world: str = "shapes") -> SynthConfig:
+def layout_config(layout: str, segments: int | None = None, classes: int | None = None,
+                  world: str = "music") -> SynthConfig:
     """The SynthAV world of a layout: S4 scenes for ``avs-s4``, 5 s for AVSBench, 10 s otherwise."""
     check_layout(layout)
     T = segments or (AVS_FRAMES if layout.startswith("avs") else 10)
@@ -248,8 +249,8 @@ def _write_avqa(w: _Writer, counts: dict[str, int], bar: tqdm, questions: int) -
     return sources
 
 
-def write_layout(layout: str, out: str | Path, n: int, seed: int = 0, *, classes: int = 8, world: str = "shapes",
-                 segments: int | None = None, size: int = 224, fps: int = 12, questions: int = 3,
+def write_layout(layout: str, out: str | Path, n: int, seed: int = 0, *, classes: int | None = None,
+                 world: str = "music", segments: int | None = None, size: int = 224, fps: int = 12, questions: int = 3,
                  progress: bool = True) -> Path:
     """Write ``n`` SynthAV clips (split about 80/10/10) in a public dataset layout under ``out``.
 
@@ -258,8 +259,8 @@ def write_layout(layout: str, out: str | Path, n: int, seed: int = 0, *, classes
         out: output folder (created).
         n: clips in all splits together (at least 3).
         seed: SynthAV world seed.
-        classes: object classes K.
-        world: ``"shapes"`` or ``"music"``.
+        classes: object classes K (default: the world's).
+        world: ``"music"`` (default) or ``"shapes"``.
         segments: seconds per clip (10; AVSBench clips are always 5).
         size: frame side in pixels (videos, PNG frames and masks).
         fps: video frame rate (AVE, MUSIC-AVQA).

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from stgcma.data.synthav.backdrops import SCENE_KINDS, scene_backdrop
 from stgcma.data.synthav.scene import Background, Scene, SceneObject
 from stgcma.data.synthav.styles import ClassStyle, class_styles
 
@@ -44,6 +45,9 @@ def background_image(bg: Background, size: int) -> np.ndarray:
     """The static backdrop, float32 (S, S, 3) in [0, 255]."""
     rng = np.random.default_rng(bg.seed)
     coords = (np.arange(size) + 0.5) / size
+    if bg.kind in SCENE_KINDS:
+        image = scene_backdrop(bg.kind, bg.seed, size, bg.colour_a, bg.colour_b)
+        return image + rng.standard_normal((size, size, 1), dtype=np.float32) * bg.grain
     if bg.kind == "gradient":
         p = (coords[None, :] - 0.5) * np.cos(bg.angle) + (coords[:, None] - 0.5) * np.sin(bg.angle)
         p = np.clip(p / 1.42 + 0.5, 0, 1)  # (S, S)

@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from stgcma.data.synthav.backdrops import SCENE_KINDS
 from stgcma.data.synthav.music_bank import MUSIC_CLASSES
 from stgcma.data.synthav.styles import MAX_CLASSES
 
@@ -25,14 +26,19 @@ Mode = Literal["ms3", "s4"]
 WORLDS = ("shapes", "music")
 NUM_MUSIC_CLASSES = len(MUSIC_CLASSES)  # classes of the music world's bank table
 GAINS = (0.25, 0.5, 1.0)
+DEFAULT_CLASSES = {"music": 14, "shapes": 8}  # K when a config does not say
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Parameters of the SynthAV world (not of its rendering resolution)."""
+    """Parameters of the SynthAV world (not of its rendering resolution).
+
+    The default world is ``"music"`` (14 classes); ``world="shapes"`` (8 classes) is the unit-test
+    world of coloured shapes. Fields left ``None`` take their world's default.
+    """
 
     num_segments: int = 10
-    num_classes: int = 8
+    num_classes: int | None = None
     mode: Mode = "ms3"
     max_objects: int = 3
     duplicate_prob: float = 0.2
@@ -41,12 +47,24 @@ class SynthConfig:
     silent_prob: float = 0.35
     full_event_prob: float = 0.4
     sample_rate: int = 16000
-    world: str = "shapes"
+    world: str = "music"
     decidable_event: bool | None = None
+    scenery_prob: float | None = None
+    edge_prob: float | None = None
 
     def __post_init__(self) -> None:
+        music = self.world == "music"
+        if self.num_classes is None:  # auto: the product's music world (14 classes), or the 8 shapes
+            object.__setattr__(self, "num_classes", DEFAULT_CLASSES.get(self.world, 8))
         if self.decidable_event is None:  # auto: the music world's labels are decidable, shapes' keep the prior
-            object.__setattr__(self, "decidable_event", self.world == "music")
+            object.__setattr__(self, "decidable_event", music)
+        if self.scenery_prob is None:  # auto: a stage, room or outdoors behind half the music clips
+            object.__setattr__(self, "scenery_prob", 0.5 if music else 0.0)
+        if self.edge_prob is None:  # auto: some music objects stand partly outside the frame
+            object.__setattr__(self, "edge_prob", 0.15 if music else 0.0)
+        for name in ("scenery_prob", "edge_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.mode not in ("ms3", "s4"):
             raise ValueError(f"mode must be 'ms3' or 's4', got {self.mode!r}")
         if self.world not in WORLDS:
@@ -111,9 +129,10 @@ class OffscreenSound:
 
 @dataclass(frozen=True)
 class Background:
-    """A static backdrop: a two-colour gradient or smooth noise, plus fine grain."""
+    """A static backdrop: a two-colour gradient, smooth noise or a scene-like one (a stage, a room, the
+    outdoors: :mod:`stgcma.data.synthav.backdrops`), plus fine grain."""
 
-    kind: Literal["gradient", "noise"]
+    kind: Literal["gradient", "noise", "stage", "room", "outdoors"]
     colour_a: tuple[float, float, float]
     colour_b: tuple[float, float, float]
     angle: float
@@ -248,6 +267,41 @@ def _make_event_decidable(rng: np.random.Generator, objects: list[SceneObject], 
     return out
 
 
+EDGE_OUT = (0.2, 0.4)  # fraction of an edge object's side that rests outside the frame
+
+
+def _edge_placed(rng: np.random.Generator, objects: list[SceneObject], prob: float) -> list[SceneObject]:
+    """Move some objects so part of them rests outside the frame (partial occlusion by the frame edge).
+
+    An object leaves through the top or the bottom, or, for the leftmost and rightmost of two or three,
+    through its own side, so slots keep their left-to-right order (a lone object stays "in the middle")
+    and objects still never overlap. Between ``EDGE_OUT`` of its side is cut off at rest; its motion
+    changes that a little over time.
+    """
+    out = []
+    last = len(objects) - 1
+    for obj in objects:
+        sides = ((["left"] if obj.slot == 0 else []) + (["right"] if obj.slot == last else [])) if last else []
+        edges = ["top", "bottom", *sides]
+        pick, cut = rng.random(), rng.uniform(*EDGE_OUT)
+        edge = edges[int(rng.integers(len(edges)))]
+        if pick >= prob:
+            out.append(obj)
+            continue
+        rest = obj.radius * (1.0 - 2.0 * cut)  # centre distance to the edge; the sprite spans +-radius
+        x, y = obj.x, obj.y
+        if edge == "top":
+            y = rest
+        elif edge == "bottom":
+            y = 1.0 - rest
+        elif edge == "left":
+            x = rest
+        else:
+            x = 1.0 - rest
+        out.append(replace(obj, x=x, y=y))
+    return out
+
+
 def _muted_colour(rng: np.random.Generator) -> tuple[float, float, float]:
     rgb = rng.uniform(30, 210, size=3)
     grey = rgb.mean()
@@ -307,6 +361,11 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
         grain=float(rng.uniform(2.0, 8.0)),
         seed=int(rng.integers(2**31)),
     )
+    look = np.random.default_rng([background.seed, 2])  # a side stream: the draws above stay as they were
+    if look.random() < cfg.scenery_prob:
+        background = replace(background, kind=str(look.choice(SCENE_KINDS)))
+    if cfg.edge_prob > 0:
+        objects = _edge_placed(look, objects, cfg.edge_prob)
     return Scene(
         num_segments=T,
         num_classes=K,
