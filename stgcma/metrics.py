@@ -62,6 +62,32 @@ def ave_accuracy(pred: torch.Tensor, target: torch.Tensor) -> float:
     return (pred == target).float().mean().item()
 
 
+def ave_breakdown(pred: torch.Tensor, target: torch.Tensor, background: int) -> dict[str, int]:
+    """Counts that split AVE's segment accuracy into WHEN and WHAT.
+
+    - detection: segments whose event-vs-background call is right (whatever the class);
+    - class: clips with an event whose most predicted non-background class is the event's class (a
+      clip whose every segment is called background counts as wrong).
+
+    Args:
+        pred: class indices (N, T); target: class indices (N, T); background: the background index.
+
+    Returns:
+        ``{"detect_right", "segments", "class_right", "event_clips"}``.
+    """
+    detected = (pred != background) == (target != background)  # (N, T)
+    class_right = event_clips = 0
+    for p, y in zip(pred.tolist(), target.tolist(), strict=True):
+        events = [c for c in y if c != background]
+        if not events:
+            continue
+        event_clips += 1
+        called = [c for c in p if c != background]
+        class_right += bool(called) and max(set(called), key=called.count) == events[0]
+    return {"detect_right": int(detected.sum()), "segments": detected.numel(), "class_right": class_right,
+            "event_clips": event_clips}
+
+
 def mask_iou_per_frame(pred_bin: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """IoU of each frame, AVSBench semantics for empty ground truth.
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stgcma.heads import AVQAHead
-from stgcma.metrics import AVQAAccuracy, AVSMetrics
+from stgcma.metrics import AVQAAccuracy, AVSMetrics, ave_breakdown
 
 SELECT_KEY = {"ave": "accuracy", "avs": "miou", "avqa": "accuracy"}
 
@@ -76,6 +76,7 @@ class Evaluator:
         self.loss_sum, self.batches = 0.0, 0
         if task == "ave":
             self.correct, self.total = 0, 0
+            self.breakdown = {"detect_right": 0, "segments": 0, "class_right": 0, "event_clips": 0}
         elif task == "avs":
             self.avs = AVSMetrics(from_logits=True)
         else:
@@ -90,6 +91,8 @@ class Evaluator:
             pred = logits.argmax(-1)
             self.correct += int((pred == batch["label"]).sum())
             self.total += batch["label"].numel()
+            counts = ave_breakdown(pred.cpu(), batch["label"].cpu(), background=logits.shape[-1] - 1)
+            self.breakdown = {k: v + counts[k] for k, v in self.breakdown.items()}
         elif self.task == "avs":
             self.avs.update(logits.squeeze(2).float().cpu(), batch["mask"].cpu(), batch["mask_valid"].cpu())
         else:
@@ -98,7 +101,10 @@ class Evaluator:
 
     def compute(self) -> dict[str, float]:
         if self.task == "ave":
-            metrics = {"accuracy": self.correct / max(self.total, 1)}
+            b = self.breakdown
+            metrics = {"accuracy": self.correct / max(self.total, 1),
+                       "event_detection": b["detect_right"] / max(b["segments"], 1),  # when: event vs background
+                       "event_class": b["class_right"] / max(b["event_clips"], 1)}  # what: the clip's event class
         elif self.task == "avs":
             metrics = {k: v for k, v in self.avs.compute().items() if k != "frames"}
         else:
