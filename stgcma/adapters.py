@@ -83,12 +83,15 @@ class BottleneckCrossAttention(AdapterModule):
     def forward(self, hv: torch.Tensor, ha: torch.Tensor, stage: str = "spatial") -> tuple[torch.Tensor, torch.Tensor]:
         """hv: (G, Nv, h), ha: (G, Na, h) with G groups (frames or windows); returns updated (hv, ha).
 
-        Explicit bmm + softmax: for bottleneck widths this is several times faster on CPU than SDPA's
-        generic path, and it yields the maps for ``capture`` at no extra cost.
+        Explicit bmm + softmax: for bottleneck widths this is faster on CPU than SDPA (measured 1.3-1.8x
+        forward, also with backward), the one score matrix serves both directions, and it yields the
+        maps for ``capture`` at no extra cost. The audio-to-video map is the softmax over the score
+        matrix's video axis, used transposed: no (Na, Nv) copy (a Swin frame's global stage holds
+        3136 x 3136 scores, where that copy cost a third of the stage).
         """
         scores = hv @ ha.transpose(-1, -2)  # (G, Nv, Na)
-        attn_va = torch.softmax(scores, dim=-1)
-        attn_av = torch.softmax(scores.transpose(-1, -2), dim=-1)  # (G, Na, Nv)
+        attn_va = torch.softmax(scores, dim=-1)  # (G, Nv, Na), rows over audio tokens
+        attn_av = torch.softmax(scores, dim=-2).transpose(-1, -2)  # (G, Na, Nv) view, rows over video tokens
         if self.capture is not None:
             self.capture[(stage, "v<-a")] = attn_va.detach()
             self.capture[(stage, "a<-v")] = attn_av.detach()
