@@ -372,7 +372,8 @@ def test_train_tab_runs_a_tiny_job_and_loads_it_into_one_session_only(ctx, analy
     assert ctx.jobs.wait(run, timeout=300) == "finished", log_tail(run)
     loss, val, epochs, log, state, timer = tab.poll(run)
     assert loss.axes[0].lines and list(epochs["epoch"]) == [1] and "epoch" in log
-    assert [t.get_text() for t in val.axes[0].get_legend().get_texts()] == ["accuracy"]
+    legend = [t.get_text() for t in val.axes[0].get_legend().get_texts()]
+    assert legend == ["accuracy", "event_detection", "event_class"]  # AVE: the metric, then when and what
     assert "finished" in state and not timer.active
     assert checkpoint_of(run).name == "best"
     before, app_model = ctx.holder.generation, ctx.holder.predictor

@@ -70,7 +70,7 @@ class DefaultRecipe:
     amp: str = "off"
     tasks: dict[str, TaskRecipe] = field(default_factory=lambda: {
         "ave": TaskRecipe(320, 100, 8, 8, 2e-3, train={"min_lr_ratio": 0.05}),
-        "avs": TaskRecipe(240, 100, 8, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=32"], "mode=s4",
+        "avs": TaskRecipe(240, 100, 16, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=32"], "mode=s4",
                           {"avs_dice_weight": 1.0, "min_lr_ratio": 0.05}),
         "avqa": TaskRecipe(400, 100, 8, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"],
                            train={"min_lr_ratio": 0.05}, questions=8),
