@@ -987,3 +987,11 @@ def test_eight_clients_five_analyses_each_all_answered_with_bounded_memory(tiny_
         assert peak_mb < 4000, peak_mb  # measured: 1.2 GB with the tiny models
     finally:
         stop_app(server)
+
+
+def test_chat_answers_read_as_people_write_them():
+    from app.tabs.ask import answer_markdown
+
+    text = answer_markdown({"answer": "church_bell", "probability": 0.4, "alternatives": [("acoustic_guitar", 0.2)],
+                            "unknown_words": [], "warnings": []}, "clip.mp4")
+    assert text.startswith("**church bell** (confidence") and "acoustic guitar (" in text and "_" not in text

@@ -30,11 +30,16 @@ GENERIC_QUESTIONS = [
 ]
 
 
+def _spoken(answer: str) -> str:
+    """An answer-vocabulary token as people write it: "church_bell" -> "church bell"."""
+    return answer.replace("_", " ")
+
+
 def answer_markdown(result: dict[str, Any], clip_name: str) -> str:
     """One answer as chat markdown: answer, confidence, alternatives, then every warning."""
-    lines = [f"**{result['answer']}** (confidence {percent(result['probability'])})"]
+    lines = [f"**{_spoken(result['answer'])}** (confidence {percent(result['probability'])})"]
     if result["alternatives"]:
-        lines.append("Alternatives: " + ", ".join(f"{a} ({percent(p)})" for a, p in result["alternatives"]))
+        lines.append("Alternatives: " + ", ".join(f"{_spoken(a)} ({percent(p)})" for a, p in result["alternatives"]))
     if result["unknown_words"]:
         words = ", ".join(f"`{w}`" for w in result["unknown_words"])
         lines.append(f"⚠ Words the model never saw in training: {words}; the answer may be a guess.")
