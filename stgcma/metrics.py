@@ -63,8 +63,9 @@ def ave_accuracy(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def ave_breakdown(pred: torch.Tensor, target: torch.Tensor, background: int) -> dict[str, int]:
-    """Counts that split AVE's segment accuracy into WHEN and WHAT.
+    """Counts of AVE's segment accuracy and of its split into WHEN and WHAT.
 
+    - right: segments whose label is right (the segment accuracy's numerator);
     - detection: segments whose event-vs-background call is right (whatever the class);
     - class: clips with an event whose most predicted non-background class is the event's class (a
       clip whose every segment is called background counts as wrong).
@@ -73,7 +74,7 @@ def ave_breakdown(pred: torch.Tensor, target: torch.Tensor, background: int) -> 
         pred: class indices (N, T); target: class indices (N, T); background: the background index.
 
     Returns:
-        ``{"detect_right", "segments", "class_right", "event_clips"}``.
+        ``{"right", "detect_right", "segments", "class_right", "event_clips"}``.
     """
     detected = (pred != background) == (target != background)  # (N, T)
     class_right = event_clips = 0
@@ -84,8 +85,8 @@ def ave_breakdown(pred: torch.Tensor, target: torch.Tensor, background: int) -> 
         event_clips += 1
         called = [c for c in p if c != background]
         class_right += bool(called) and max(set(called), key=called.count) == events[0]
-    return {"detect_right": int(detected.sum()), "segments": detected.numel(), "class_right": class_right,
-            "event_clips": event_clips}
+    return {"right": int((pred == target).sum()), "detect_right": int(detected.sum()), "segments": detected.numel(),
+            "class_right": class_right, "event_clips": event_clips}
 
 
 def mask_iou_per_frame(pred_bin: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -149,6 +149,7 @@ def test_ave_breakdown_separates_when_from_what() -> None:
     target = torch.tensor([[bg, 1, 1, bg], [2, 2, bg, bg], [bg, bg, bg, bg]])
     pred = torch.tensor([[bg, 0, 0, 1], [bg, bg, bg, bg], [bg, 2, bg, bg]])  # clip 0: right timing, wrong class
     counts = ave_breakdown(pred, target, bg)
-    assert counts["segments"] == 12 and counts["detect_right"] == 3 + 2 + 3
+    assert counts["segments"] == 12 and counts["detect_right"] == 3 + 2 + 3 and counts["right"] == 1 + 2 + 3
     assert counts["event_clips"] == 2 and counts["class_right"] == 0  # clip 1 called background throughout
-    assert ave_breakdown(target, target, bg) == {"detect_right": 12, "segments": 12, "class_right": 2, "event_clips": 2}
+    assert ave_breakdown(target, target, bg) == {"right": 12, "detect_right": 12, "segments": 12, "class_right": 2,
+                                                 "event_clips": 2}

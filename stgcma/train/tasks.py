@@ -75,8 +75,7 @@ class Evaluator:
         self.task = task
         self.loss_sum, self.batches = 0.0, 0
         if task == "ave":
-            self.correct, self.total = 0, 0
-            self.breakdown = {"detect_right": 0, "segments": 0, "class_right": 0, "event_clips": 0}
+            self.counts = {"right": 0, "detect_right": 0, "segments": 0, "class_right": 0, "event_clips": 0}
         elif task == "avs":
             self.avs = AVSMetrics(from_logits=True)
         else:
@@ -88,11 +87,8 @@ class Evaluator:
             self.loss_sum += float(loss)
             self.batches += 1
         if self.task == "ave":
-            pred = logits.argmax(-1)
-            self.correct += int((pred == batch["label"]).sum())
-            self.total += batch["label"].numel()
-            counts = ave_breakdown(pred.cpu(), batch["label"].cpu(), background=logits.shape[-1] - 1)
-            self.breakdown = {k: v + counts[k] for k, v in self.breakdown.items()}
+            counts = ave_breakdown(logits.argmax(-1).cpu(), batch["label"].cpu(), background=logits.shape[-1] - 1)
+            self.counts = {k: v + counts[k] for k, v in self.counts.items()}
         elif self.task == "avs":
             self.avs.update(logits.squeeze(2).float().cpu(), batch["mask"].cpu(), batch["mask_valid"].cpu())
         else:
@@ -101,10 +97,10 @@ class Evaluator:
 
     def compute(self) -> dict[str, float]:
         if self.task == "ave":
-            b = self.breakdown
-            metrics = {"accuracy": self.correct / max(self.total, 1),
-                       "event_detection": b["detect_right"] / max(b["segments"], 1),  # when: event vs background
-                       "event_class": b["class_right"] / max(b["event_clips"], 1)}  # what: the clip's event class
+            c = self.counts
+            metrics = {"accuracy": c["right"] / max(c["segments"], 1),
+                       "event_detection": c["detect_right"] / max(c["segments"], 1),  # when: event vs background
+                       "event_class": c["class_right"] / max(c["event_clips"], 1)}  # what: the clip's event class
         elif self.task == "avs":
             metrics = {k: v for k, v in self.avs.compute().items() if k != "frames"}
         else:

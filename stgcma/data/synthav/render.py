@@ -42,12 +42,19 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
 
 
 def background_image(bg: Background, size: int) -> np.ndarray:
-    """The static backdrop, float32 (S, S, 3) in [0, 255]."""
+    """The static backdrop, float32 (S, S, 3) in [0, 255]: its picture, then the fine grain."""
     rng = np.random.default_rng(bg.seed)
-    coords = (np.arange(size) + 0.5) / size
     if bg.kind in SCENE_KINDS:
         image = scene_backdrop(bg.kind, bg.seed, size, bg.colour_a, bg.colour_b)
-        return image + rng.standard_normal((size, size, 1), dtype=np.float32) * bg.grain
+    else:
+        image = _two_colour_backdrop(bg, size, rng)
+    grain = rng.standard_normal((size, size, 1), dtype=np.float32) * bg.grain
+    return image + grain
+
+
+def _two_colour_backdrop(bg: Background, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A gradient or smooth noise between the backdrop's two colours, float32 (S, S, 3)."""
+    coords = (np.arange(size) + 0.5) / size
     if bg.kind == "gradient":
         p = (coords[None, :] - 0.5) * np.cos(bg.angle) + (coords[:, None] - 0.5) * np.sin(bg.angle)
         p = np.clip(p / 1.42 + 0.5, 0, 1)  # (S, S)
@@ -59,9 +66,7 @@ def background_image(bg: Background, size: int) -> np.ndarray:
         p = p * p * (3 - 2 * p)
     a = np.asarray(bg.colour_a, dtype=np.float32)
     b = np.asarray(bg.colour_b, dtype=np.float32)
-    image = a + (b - a) * p[..., None].astype(np.float32)  # (S, S, 3)
-    grain = rng.standard_normal((size, size, 1), dtype=np.float32) * bg.grain
-    return image + grain
+    return a + (b - a) * p[..., None].astype(np.float32)  # (S, S, 3)
 
 
 def _shape_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
