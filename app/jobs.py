@@ -32,7 +32,8 @@ TASKS = ("ave", "avs", "avqa")
 MAX_EPOCHS = 1000
 MAX_BATCH = 4096
 SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=\S+")
-FORM_KEYS = ("task", "preset", "data", "out", "epochs", "batch_size", "lr", "device", "adapter.ratio")
+FORM_KEYS = ("task", "preset", "data", "out", "epochs", "batch_size", "lr", "device", "adapter.ratio",
+             "checkpointing")
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -54,6 +55,7 @@ class JobSpec:
     adapter_ratio: float | None = None
     gpus: int = 0
     settings: list[str] = field(default_factory=list)
+    checkpointing: bool = False  # memory mode: recompute the frozen blocks in the backward pass
 
     def check(self) -> None:
         """Refuse what the trainer would refuse later, and anything that is not a plain value, with the reason."""
@@ -94,6 +96,8 @@ class JobSpec:
         if self.adapter_ratio is not None:
             args.append(f"adapter.ratio={self.adapter_ratio}")
         args.append("device=cpu" if self.gpus == 0 else "device=cuda")
+        if self.checkpointing:
+            args.append("checkpointing=true")
         args.extend(self.settings)
         if self.gpus > 1:
             return [sys.executable, "-m", "torch.distributed.run", "--standalone",

@@ -332,11 +332,18 @@ def test_job_spec_checks_and_commands(tmp_path):
     cmd = spec.command()
     assert cmd[:4] == [sys.executable, "-m", "stgcma", "train"]
     assert {"epochs=2", "batch_size=4", "lr=0.001", "adapter.ratio=0.125", "device=cpu"} <= set(cmd)
+    assert "checkpointing=true" not in cmd
+    memory = JobSpec("ave", "vit-test", "synthav:seed=0,n=8", "r", checkpointing=True)
+    assert "checkpointing=true" in memory.command()  # the Train tab's memory mode, a TrainConfig key
+    from stgcma.train.config import TrainConfig
+
+    assert TrainConfig(checkpointing=True).checkpointing
     multi = JobSpec("avs", "vit-test", "synthav:seed=0,n=8", "r", batch_size=4, gpus=2).command()
     assert multi[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in multi
     bad = [JobSpec("ave", "vit-test", str(tmp_path / "nope"), "r"), JobSpec("ave", "vit-test", "synthav:n=8", "r",
            batch_size=3, gpus=2), JobSpec("xyz", "vit-test", "synthav:n=8", "r"),
-           JobSpec("ave", "vit-test", "synthav:n=8", "r", adapter_ratio=2.0)]
+           JobSpec("ave", "vit-test", "synthav:n=8", "r", adapter_ratio=2.0),
+           JobSpec("ave", "vit-test", "synthav:n=8", "r", settings=["checkpointing=true"])]  # the form's checkbox
     for spec in bad:
         with pytest.raises(JobError):
             spec.check()

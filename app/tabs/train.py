@@ -121,6 +121,9 @@ class TrainTab:
                                            visible=self.gpus > 0)
                 if not self.gpus:
                     gr.Markdown("No CUDA device found: training runs on the CPU.", elem_classes=["stg-note"])
+                self.memory = gr.Checkbox(False, label="Memory mode (activation checkpointing)",
+                                          info="recomputes each block in the backward pass: less memory, "
+                                               "slower steps (python -m stgcma bench train measures both)")
                 self.settings = gr.Textbox(label="More settings (key=value, space separated)",
                                            placeholder="warmup_epochs=1 adapter.temporal=false")
                 self.name = gr.Textbox(label="Run name (optional)", placeholder="ave-ratio-0.125")
@@ -151,10 +154,11 @@ class TrainTab:
 
     def form_inputs(self) -> list[Any]:
         return [self.task, self.preset, self.ratio, self.data, self.epochs, self.batch, self.lr, self.gpu_count,
-                self.settings, self.name]
+                self.settings, self.name, self.memory]
 
     def spec(self, task: str, preset: str, ratio: str, data: str, epochs: float | None, batch: float | None,
-             lr: float | None, gpus: float | None, settings: str, name: str) -> tuple[JobSpec, list[str]]:
+             lr: float | None, gpus: float | None, settings: str, name: str,
+             memory: bool = False) -> tuple[JobSpec, list[str]]:
         """The form as a JobSpec, and notes about what was added on the person's behalf."""
         notes = []
         extra = shlex.split(settings or "")
@@ -166,15 +170,16 @@ class TrainTab:
         spec = JobSpec(task=task, preset=preset, data=(data or "").strip(), out=str(run), epochs=int(epochs or 1),
                        batch_size=int(batch or 1), lr=float(lr) if lr else None,
                        adapter_ratio=None if ratio in (None, "", "default") else float(ratio),
-                       gpus=int(gpus or 0) if self.gpus else 0, settings=extra)
+                       gpus=int(gpus or 0) if self.gpus else 0, settings=extra, checkpointing=bool(memory))
         return spec, notes
 
     @guarded(3, toast=False)
     def start(self, task: str, preset: str, ratio: str, data: str, epochs: float | None, batch: float | None,
-              lr: float | None, gpus: float | None, settings: str, name: str) -> tuple[Any, ...]:
+              lr: float | None, gpus: float | None, settings: str, name: str,
+              memory: bool = False) -> tuple[Any, ...]:
         """Launch a run from the form and select it in the monitor."""
         self.require_enabled()
-        spec, notes = self.spec(task, preset, ratio, data, epochs, batch, lr, gpus, settings, name)
+        spec, notes = self.spec(task, preset, ratio, data, epochs, batch, lr, gpus, settings, name, memory)
         run = self.ctx.jobs.start(spec)
         note = status_html(f"Note: {'; '.join(notes)}.", "info") if notes else ""
         return gr.update(choices=self.run_choices(), value=str(run)), gr.Timer(active=True), note
