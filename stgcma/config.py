@@ -23,6 +23,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 Method = Literal["stgcma", "lavish", "linear_probe", "full_finetune"]
 Task = Literal["ave", "avs", "avqa"]
+AudioPool = Literal["cls", "tokens"]
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,9 @@ class HeadConfig:
     avqa_vocab_size: int = 100
     avqa_max_len: int = 14
     avqa_embed: int = 512
+    # AVE head's audio vector: "cls" (the paper's) or "tokens" ([mean, max] of the audio patch tokens;
+    # an image backbone's audio CLS barely varies between segments, see heads.pooled_audio)
+    ave_audio: AudioPool = "cls"
 
 
 @dataclass

@@ -22,9 +22,11 @@ def test_scaled_build_writes_a_loadable_default_and_partial_rebuilds_keep_the_re
     assert "CPUs" in quality["machine"] and quality["seconds"]["total"] > 0
     trained_on = json.loads((runs / "avqa" / "config.json").read_text())["train"]["data"]
     assert trained_on.endswith(",questions=8,fresh=1")
+    assert 0 <= quality["pretrain_visible"]["balanced"] <= 1 and 0 <= quality["pretrain_object_patch_accuracy"] <= 1
     for task in ("ave", "avs", "avqa"):
         model, _ = load_model(out / task)
         assert model.config.head.task == task and model.config.backbone.name == "synth-vit"
+    assert load_model(out / "ave")[0].config.head.ave_audio == "tokens"
 
     quality["bounds"] = {"avqa": {"floor": 0.35}}  # added by hand after a build, as the shipped file's are
     (out / "quality.json").write_text(json.dumps(quality))

@@ -201,3 +201,24 @@ def test_unknown_task_is_a_config_error():
         create_model("vit-test", {"head.task": "segmentation"})
     with pytest.raises(ConfigError, match="divisible"):
         create_model("vit-test", {"head.task": "avqa", "head.hidden": 30})
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_ave_head_reads_the_audio_tokens_when_asked(name):
+    """``head.ave_audio=tokens``: the audio patch tokens reach the logits, not only the audio CLS."""
+    from stgcma.heads import AVEHead
+
+    for audio in ("cls", "tokens"):
+        model = _model(name, "ave", **{"head.ave_audio": audio}).eval()
+        dim = model.encoder.embed_dim
+        assert model.head.fc1.in_features == (3 if audio == "tokens" else 2) * dim
+        video, audio_in = random_inputs(model.config, batch=2)
+        feats = model.forward_features(video, audio_in)
+        logits = model.head(feats, model.encoder)["logits"]
+        assert logits.shape == (2, model.config.num_frames, model.config.head.num_classes)
+        if not model.encoder.is_vit:
+            continue  # Swin has no CLS token: both read pooled tokens
+        changed = dict(feats, audio=feats["audio"].clone())
+        changed["audio"][:, 1:] += torch.randn_like(changed["audio"][:, 1:])  # patch tokens only, CLS kept
+        moved = not torch.allclose(AVEHead.forward(model.head, changed, model.encoder)["logits"], logits)
+        assert moved == (audio == "tokens")
