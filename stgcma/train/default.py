@@ -63,13 +63,13 @@ class DefaultRecipe:
     preset: str = "synth-vit"
     world: str = "world=music,classes=14"
     pretrain_clips: int = 1200
-    pretrain_epochs: int = 4
+    pretrain_epochs: int = 8
     pretrain_batch: int = 64
-    pretrain_lr: float = 1e-3
+    pretrain_lr: float = 2e-3
     n_test: int = 1000
     amp: str = "off"
     tasks: dict[str, TaskRecipe] = field(default_factory=lambda: {
-        "ave": TaskRecipe(320, 100, 8, 8, 2e-3, train={"min_lr_ratio": 0.05}),
+        "ave": TaskRecipe(320, 100, 8, 8, 2e-3, ["head.ave_audio=tokens"], train={"min_lr_ratio": 0.05}),
         "avs": TaskRecipe(240, 100, 16, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=32"], "mode=s4",
                           {"avs_dice_weight": 1.0, "min_lr_ratio": 0.05}),
         "avqa": TaskRecipe(400, 100, 8, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"],
@@ -124,6 +124,8 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
                                    world=world.get("world", "music"), classes=world.get("classes"))
         report["seconds"]["pretrain"] = result.seconds
         report["pretrain_patch_accuracy"] = result.patch_accuracy
+        report["pretrain_object_patch_accuracy"] = result.object_patch_accuracy
+        report["pretrain_visible"] = {"exact": result.visible_accuracy, "balanced": result.visible_balanced}
     for task in tasks:
         t = recipe.tasks[task]
         task_start = time.time()
