@@ -94,7 +94,9 @@ MIN_VISIBLE_PIXELS = 16  # an object counts as on screen from this many pixels
 
 def present_classes(labels: torch.Tensor, classes: int) -> torch.Tensor:
     """Which classes are on screen (at least ``MIN_VISIBLE_PIXELS``): (B, S, S) -> (B, K) float."""
-    counts = F.one_hot(labels.flatten(1), classes + 1).sum(1)[:, 1:]  # (B, K) pixels per class
+    B = labels.shape[0]
+    rows = labels.flatten(1) + (classes + 1) * torch.arange(B, device=labels.device)[:, None]  # (B, S*S) ids
+    counts = torch.bincount(rows.flatten(), minlength=B * (classes + 1)).view(B, classes + 1)[:, 1:]  # (B, K)
     return (counts >= MIN_VISIBLE_PIXELS).float()
 
 
