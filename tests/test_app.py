@@ -335,9 +335,10 @@ def test_job_spec_checks_and_commands(tmp_path):
     assert "checkpointing=true" not in cmd
     memory = JobSpec("ave", "vit-test", "synthav:seed=0,n=8", "r", checkpointing=True)
     assert "checkpointing=true" in memory.command()  # the Train tab's memory mode, a TrainConfig key
+    from stgcma.config import apply_overrides
     from stgcma.train.config import TrainConfig
 
-    assert TrainConfig(checkpointing=True).checkpointing
+    assert apply_overrides(TrainConfig(), ["checkpointing=true"]).checkpointing  # what the train CLI parses
     multi = JobSpec("avs", "vit-test", "synthav:seed=0,n=8", "r", batch_size=4, gpus=2).command()
     assert multi[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in multi
     bad = [JobSpec("ave", "vit-test", str(tmp_path / "nope"), "r"), JobSpec("ave", "vit-test", "synthav:n=8", "r",

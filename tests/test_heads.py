@@ -206,8 +206,6 @@ def test_unknown_task_is_a_config_error():
 @pytest.mark.parametrize("name", TOYS)
 def test_ave_head_reads_the_audio_tokens_when_asked(name):
     """``head.ave_audio=tokens``: the audio patch tokens reach the logits, not only the audio CLS."""
-    from stgcma.heads import AVEHead
-
     for audio in ("cls", "tokens"):
         model = _model(name, "ave", **{"head.ave_audio": audio}).eval()
         dim = model.encoder.embed_dim
@@ -220,5 +218,5 @@ def test_ave_head_reads_the_audio_tokens_when_asked(name):
             continue  # Swin has no CLS token: both read pooled tokens
         changed = dict(feats, audio=feats["audio"].clone())
         changed["audio"][:, 1:] += torch.randn_like(changed["audio"][:, 1:])  # patch tokens only, CLS kept
-        moved = not torch.allclose(AVEHead.forward(model.head, changed, model.encoder)["logits"], logits)
+        moved = not torch.allclose(model.head(changed, model.encoder)["logits"], logits)
         assert moved == (audio == "tokens")
