@@ -23,6 +23,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 Method = Literal["stgcma", "lavish", "linear_probe", "full_finetune"]
 Task = Literal["ave", "avs", "avqa"]
+AVEDecode = Literal["segment", "clip"]
 AudioPool = Literal["cls", "tokens"]
 
 
@@ -107,6 +108,9 @@ class HeadConfig:
     # AVE head's audio vector: "cls" (the paper's) or "tokens" ([mean, max] of the audio patch tokens;
     # an image backbone's audio CLS barely varies between segments, see heads.pooled_audio)
     ave_audio: AudioPool = "cls"
+    # how AVE logits become labels: "segment" (each segment's argmax, the paper's) or "clip" (one event
+    # class per clip of num_segments segments, then event or background per segment; heads.decode_ave)
+    ave_decode: AVEDecode = "segment"
 
 
 @dataclass

@@ -82,6 +82,33 @@ class AVEHead(TaskHead):
         return {"logits": logits}
 
 
+def decode_ave(logits: torch.Tensor, mode: str = "segment") -> torch.Tensor:
+    """AVE labels from the head's logits; the last class is background.
+
+    ``"segment"``: each segment's argmax (the paper's rule). ``"clip"``: an AVE clip holds one event
+    category, so the clip's class is the event class with the largest probability summed over its
+    segments, and each segment is that class where its probability beats background's, else
+    background. On the embedded default's validation clips this chose best among the sums of
+    probabilities, of log-probabilities and of event-weighted log-probabilities (see README).
+
+    Args:
+        logits: (..., T, C) over the T segments of each clip.
+        mode: ``"segment"`` or ``"clip"``.
+
+    Returns:
+        (..., T) class indices.
+    """
+    if mode == "segment":
+        return logits.argmax(-1)
+    if mode != "clip":
+        raise ValueError(f"AVE decode mode must be 'segment' or 'clip', got {mode!r}")
+    probs = logits.float().softmax(-1)  # (..., T, C)
+    background = logits.shape[-1] - 1
+    event = probs[..., :background].sum(-2).argmax(-1, keepdim=True)  # (..., 1): the clip's class
+    p_event = probs.gather(-1, event.unsqueeze(-2).expand(*probs.shape[:-1], 1)).squeeze(-1)  # (..., T)
+    return torch.where(p_event > probs[..., background], event, torch.full_like(event, background))
+
+
 # ----------------------------------------------------------------------------------------------
 # AVS: multi-scale visual features -> AVSBench decoder
 # ----------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from stgcma.checkpoint import CONFIG_NAME, CheckpointError, load_model, resolve_source
+from stgcma.heads import decode_ave
 from stgcma.media import DecodedClip, MediaLimits, clip_inputs, decode_clip, windows
 from stgcma.ood import STREAMS, capture, out_of_world_message, read_world_stats
 
@@ -325,11 +326,15 @@ class Predictor:
 
     def _ave(self, state: ClipState) -> dict[str, Any]:
         logits = self._run_windows("ave", state)  # (N, C)
+        config = self.models["ave"].config
+        # decoded per clip of the model's length (10 s at one segment per second), as the model was trained
+        ids = torch.cat([decode_ave(chunk, config.head.ave_decode)
+                         for chunk in logits.split(config.num_frames)]).numpy()  # (N,)
         probs = torch.softmax(logits, -1).numpy()
         names = list(self.meta["ave"].get("class_names", [str(i) for i in range(probs.shape[1])]))
-        ids = probs.argmax(-1)
         return {"class_names": names, "probs": probs, "label_ids": ids, "labels": [names[i] for i in ids],
-                "confidence": probs.max(-1), "background_index": len(names) - 1}
+                "confidence": probs[np.arange(len(ids)), ids], "background_index": len(names) - 1,
+                "decode": config.head.ave_decode}
 
     def _avs(self, state: ClipState) -> dict[str, Any]:
         logits = self._run_windows("avs", state)  # (N, 1, S, S)

@@ -78,7 +78,8 @@ def write_report(predictor: Predictor, path: str | Path, analysis: Analysis, out
         files["masks"] = [str(p) for p in save_mask_pngs((masks > 0.5).astype(np.float32), out / "masks", size=size)]
     if analysis.ave is not None:
         files["timeline"] = str(plot_timeline(analysis.ave["probs"], analysis.ave["class_names"], out / "timeline.png",
-                                              title="audio-visual events per second"))
+                                              title="audio-visual events per second",
+                                              labels=analysis.ave["label_ids"]))
     if questions:
         result["answers"] = [predictor.ask(q, analysis.key) for q in questions]
     if explain:

@@ -122,7 +122,7 @@ def test_analyze_returns_overlay_timeline_table_and_downloads(ctx, clips, analys
     table = table["value"]
     assert isinstance(table, pd.DataFrame) and len(table) == session.num_segments == 6
     assert list(table["second"]) == list(range(6))
-    assert {"top event", "prob.", "background", "mask area"} <= set(table.columns)
+    assert {"event", "prob.", "background", "mask area"} <= set(table.columns)
     names = {Path(f).name for f in files}
     assert {"overlay.mp4", "masks.zip", "result.json", "timeline.png"} <= names
     with zipfile.ZipFile(next(f for f in files if f.endswith("masks.zip"))) as z:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from stgcma.adapters import AdapterModule
 from stgcma.config import ConfigError, load_preset
-from stgcma.heads import TPAVI, AVQAHead, AVSHead, TaskHead, build_head
+from stgcma.heads import TPAVI, AVQAHead, AVSHead, TaskHead, build_head, decode_ave
 from stgcma.model import STGCMAModel, create_model
 from tests.conftest import random_inputs
 
@@ -220,3 +220,28 @@ def test_ave_head_reads_the_audio_tokens_when_asked(name):
         changed["audio"][:, 1:] += torch.randn_like(changed["audio"][:, 1:])  # patch tokens only, CLS kept
         moved = not torch.allclose(model.head(changed, model.encoder)["logits"], logits)
         assert moved == (audio == "tokens")
+
+
+def test_ave_decode_segment_is_the_argmax_and_clip_keeps_one_event_class():
+    """``clip``: one event class per clip (largest summed probability), event vs background per segment."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 10, 6) * 3  # (B, T, C), background = 5
+    assert torch.equal(decode_ave(logits, "segment"), logits.argmax(-1))
+    labels = decode_ave(logits, "clip")
+    probs = logits.softmax(-1)
+    for b in range(4):
+        event = int(probs[b, :, :5].sum(0).argmax())
+        expected = torch.where(probs[b, :, event] > probs[b, :, 5], event, 5)
+        assert torch.equal(labels[b], expected)
+    # a second that argmax calls class 1 inside a clip of class 0 becomes class 0, and a
+    # second whose class 0 is less probable than background stays background
+    p = torch.full((1, 4, 3), 0.05)
+    p[0, :, 0] = torch.tensor([0.8, 0.7, 0.35, 0.1])
+    p[0, 2, 1], p[0, 3, 2] = 0.6, 0.85
+    p[0, :, 2] = 1 - p[0, :, :2].sum(-1)
+    clip = decode_ave(p.log(), "clip")
+    assert p.log().argmax(-1).tolist() == [[0, 0, 1, 2]] and clip.tolist() == [[0, 0, 0, 2]]
+    with pytest.raises(ValueError, match="segment' or 'clip"):
+        decode_ave(logits, "majority")
+    with pytest.raises(ConfigError, match="ave_decode"):
+        _model("vit-test", "ave", **{"head.ave_decode": "majority"})

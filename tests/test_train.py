@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from stgcma.config import PreprocessConfig
 from stgcma.data.spec import build_dataset
+from stgcma.model import create_model
 from stgcma.train import TrainConfig, fit
 from stgcma.train.distributed import GlobalBatchSampler
 from stgcma.train.loop import cosine_with_warmup
@@ -75,7 +76,6 @@ def test_fit_writes_a_complete_run_folder(tmp_path):
 
 
 def test_avqa_trains_on_several_questions_per_clip_and_validates_on_one(tmp_path):
-    from stgcma.model import create_model
     from stgcma.train.loop import _collate
     from stgcma.train.tasks import Evaluator, TaskLoss
 
@@ -99,6 +99,37 @@ def test_avqa_trains_on_several_questions_per_clip_and_validates_on_one(tmp_path
     metrics = ev.compute()
     hits = (logits.argmax(-1) == batch["answer"]).float().mean()
     assert metrics["accuracy"] == pytest.approx(float(hits))
+
+
+def test_ave_evaluation_follows_the_models_decode_mode():
+    """``evaluate`` scores AVE with the checkpoint's ``head.ave_decode``: clip decoding fixes a stray second."""
+    from stgcma.train.loop import evaluate
+
+    data = build_dataset("synthav:seed=0,n=1,world=shapes,classes=4", "ave", "test", PreprocessConfig(image_size=32))
+    classes = len(data.class_names)  # 4 events + background
+    model = create_model("vit-test", ["head.task=ave", f"head.num_classes={classes}"])
+    label = data[0]["label"]
+    background = classes - 1
+    event = int(label[label != background][0])
+    wrong = (event + 1) % background
+    forced = torch.full((1, len(label), classes), -5.0)  # (B, T, C): the right labels, one event second off
+    forced[0, torch.arange(len(label)), label] = 5.0
+    second = int((label != background).nonzero()[0])
+    forced[0, second, wrong], forced[0, second, event] = 5.0, 4.0
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config, self.p = config, torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, video, audio, **_):
+            return {"logits": forced.expand(video.shape[0], -1, -1) + self.p}
+
+    fixed = Fixed(model.config)
+    segments = len(label)
+    for mode, right in (("segment", segments - 1), ("clip", segments)):
+        fixed.config.head.ave_decode = mode
+        assert evaluate(fixed, [data[0]], "ave")["accuracy"] == pytest.approx(right / segments)
 
 
 def test_ddp_two_processes_match_one_process(tmp_path):

@@ -28,11 +28,11 @@ from stgcma.media.render import DEFAULT_COLOR
 from stgcma.report import write_report
 
 PROGRESS = gr.Progress()  # Gradio finds progress trackers by their default value
-TABLE_HEADERS = ["second", "time", "top event", "prob.", "background", "mask area"]
+TABLE_HEADERS = ["second", "time", "event", "prob.", "background", "mask area"]
 
 
 def per_second_table(analysis: Any, segment_seconds: float = 1.0) -> pd.DataFrame:
-    """One row per second: the top AVE class and its probability, background, AVS mask area."""
+    """One row per second: the decoded AVE event and its probability, background, AVS mask area."""
     ave, avs = analysis.ave, analysis.avs
     count = len(ave["labels"]) if ave is not None else len(avs["area"]) if avs is not None else 0
     rows = []
@@ -40,11 +40,11 @@ def per_second_table(analysis: Any, segment_seconds: float = 1.0) -> pd.DataFram
         row = {"second": i, "time": clock(i * segment_seconds)}
         if ave is not None:
             top, bg = int(ave["label_ids"][i]), int(ave["background_index"])
-            row["top event"] = "background (no event)" if top == bg else ave["labels"][i]
+            row["event"] = "background (no event)" if top == bg else ave["labels"][i]
             row["prob."] = percent(float(ave["confidence"][i]))
             row["background"] = percent(float(ave["probs"][i][bg]))
         else:
-            row.update({"top event": "no AVE model", "prob.": "", "background": ""})
+            row.update({"event": "no AVE model", "prob.": "", "background": ""})
         row["mask area"] = percent(float(avs["area"][i])) if avs is not None else ""
         rows.append(row)
     return pd.DataFrame(rows, columns=TABLE_HEADERS)

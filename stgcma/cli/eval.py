@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ave-decode", choices=["segment", "clip"], default=None,
+                        help="AVE labels from each segment's argmax or one event class per clip "
+                             "(default: the checkpoint's head.ave_decode)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -28,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         model, meta = load_model(args.checkpoint, task=args.task, device=args.device)
+        if args.ave_decode is not None:
+            model.config.head.ave_decode = args.ave_decode
         extra = {}
         if args.task == "avqa":  # questions are encoded with the checkpoint's own vocabulary
             extra["question_vocab"] = Vocab(meta["question_vocab"][2:], meta.get("question_max_len", 14))

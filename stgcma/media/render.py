@@ -198,7 +198,7 @@ def save_mask_pngs(masks: np.ndarray, out_dir: str | Path, size: tuple[int, int]
 
 def plot_timeline(probs: np.ndarray, class_names: Sequence[str], out: str | Path, *,
                   background: str | int | None = "background", title: str | None = None,
-                  segment_seconds: float = 1.0) -> Path:
+                  segment_seconds: float = 1.0, labels: Sequence[int] | None = None) -> Path:
     """Heatmap of per-second class probabilities (AVE), background row at the bottom, saved as PNG.
 
     Args:
@@ -208,6 +208,8 @@ def plot_timeline(probs: np.ndarray, class_names: Sequence[str], out: str | Path
         background: name or index of the background class (drawn last, separated), or None.
         title: figure title.
         segment_seconds: segment length, for the time axis.
+        labels: the T decoded class indices to mark (a clip-level decode can differ from each
+            second's most probable class); None marks each second's most probable class.
     """
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas for PNG
 
@@ -225,9 +227,12 @@ def plot_timeline(probs: np.ndarray, class_names: Sequence[str], out: str | Path
     ax = fig.subplots()
     image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest",
                       extent=(0, steps * segment_seconds, len(order) - 0.5, -0.5))
-    top = np.argmax(probs, axis=1)
+    top = np.argmax(probs, axis=1) if labels is None else np.asarray(labels)
+    if top.shape != (steps,):
+        raise ValueError(f"labels must hold one class per segment ({steps}), got shape {top.shape}")
     rows = [order.index(int(k)) for k in top]
-    ax.scatter((np.arange(steps) + 0.5) * segment_seconds, rows, marker="o", s=12, c="red", label="top class")
+    ax.scatter((np.arange(steps) + 0.5) * segment_seconds, rows, marker="o", s=12, c="red",
+               label="top class" if labels is None else "decoded event")
     if isinstance(bg, int):
         ax.axhline(len(order) - 1.5, color="white", linewidth=1.0)
     ax.set_yticks(range(len(order)))

@@ -69,7 +69,8 @@ class DefaultRecipe:
     n_test: int = 1000
     amp: str = "off"
     tasks: dict[str, TaskRecipe] = field(default_factory=lambda: {
-        "ave": TaskRecipe(320, 100, 8, 8, 2e-3, ["head.ave_audio=tokens"], train={"min_lr_ratio": 0.05}),
+        "ave": TaskRecipe(320, 100, 8, 8, 2e-3, ["head.ave_audio=tokens", "head.ave_decode=clip"],
+                          train={"min_lr_ratio": 0.05}),
         "avs": TaskRecipe(240, 100, 16, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=32"], "mode=s4",
                           {"avs_dice_weight": 1.0, "min_lr_ratio": 0.05}),
         "avqa": TaskRecipe(400, 100, 8, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"],

@@ -144,7 +144,7 @@ def evaluate(model: STGCMAModel, dataset: Any, task: str, batch_size: int = 2, d
     device = torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task),
                         num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
-    evaluator = Evaluator(task)
+    evaluator = Evaluator(task, ave_decode=model.config.head.ave_decode)
     loss_fn = TaskLoss(model, task, match_weight=0.0)
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
         batch = move(batch, device)

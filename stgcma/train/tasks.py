@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stgcma.heads import AVQAHead
+from stgcma.heads import AVQAHead, decode_ave
 from stgcma.metrics import AVQAAccuracy, AVSMetrics, ave_breakdown
 
 SELECT_KEY = {"ave": "accuracy", "avs": "miou", "avqa": "accuracy"}
@@ -71,8 +71,8 @@ class TaskLoss(nn.Module):
 class Evaluator:
     """Accumulates one task's metrics; ``compute()`` returns a flat dict with the ``select`` key."""
 
-    def __init__(self, task: str) -> None:
-        self.task = task
+    def __init__(self, task: str, ave_decode: str = "segment") -> None:
+        self.task, self.ave_decode = task, ave_decode
         self.loss_sum, self.batches = 0.0, 0
         if task == "ave":
             self.counts = {"right": 0, "detect_right": 0, "segments": 0, "class_right": 0, "event_clips": 0}
@@ -87,7 +87,8 @@ class Evaluator:
             self.loss_sum += float(loss)
             self.batches += 1
         if self.task == "ave":
-            counts = ave_breakdown(logits.argmax(-1).cpu(), batch["label"].cpu(), background=logits.shape[-1] - 1)
+            pred = decode_ave(logits, self.ave_decode).cpu()  # (B, T)
+            counts = ave_breakdown(pred, batch["label"].cpu(), background=logits.shape[-1] - 1)
             self.counts = {k: v + counts[k] for k, v in self.counts.items()}
         elif self.task == "avs":
             self.avs.update(logits.squeeze(2).float().cpu(), batch["mask"].cpu(), batch["mask_valid"].cpu())
