@@ -111,6 +111,9 @@ class HeadConfig:
     # how AVE logits become labels: "segment" (each segment's argmax, the paper's) or "clip" (one event
     # class per clip of num_segments segments, then event or background per segment; heads.decode_ave)
     ave_decode: AVEDecode = "segment"
+    # AVS: add an audio-visual match map (last-block patch tokens . audio) to the mask logits, so a
+    # silent object can be pushed below an equally object-like sounding one (heads.AVSMatch)
+    avs_match: bool = False
 
 
 @dataclass

@@ -28,6 +28,7 @@ def test_scaled_build_writes_a_loadable_default_and_partial_rebuilds_keep_the_re
         assert model.config.head.task == task and model.config.backbone.name == "synth-vit"
     ave_head = load_model(out / "ave")[0].config.head
     assert ave_head.ave_audio == "tokens" and ave_head.ave_decode == "clip"
+    assert load_model(out / "avs")[0].config.head.avs_match
 
     quality["bounds"] = {"avqa": {"floor": 0.35}}  # added by hand after a build, as the shipped file's are
     (out / "quality.json").write_text(json.dumps(quality))

@@ -245,3 +245,25 @@ def test_ave_decode_segment_is_the_argmax_and_clip_keeps_one_event_class():
         decode_ave(logits, "majority")
     with pytest.raises(ConfigError, match="ave_decode"):
         _model("vit-test", "ave", **{"head.ave_decode": "majority"})
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avs_match_map_starts_neutral_and_lets_the_audio_move_the_masks(name):
+    """``head.avs_match``: zero-initialised (same logits as without it), then audio-dependent."""
+    torch.manual_seed(0)
+    plain = _model(name, "avs").eval()
+    torch.manual_seed(0)
+    matched = _model(name, "avs", **{"head.avs_match": True}).eval()
+    assert matched.parameter_counts()["trainable"] > plain.parameter_counts()["trainable"]
+    matched.load_state_dict(plain.state_dict(), strict=False)
+    video, audio = random_inputs(plain.config, batch=2)
+    feats = plain.forward_features(video, audio)
+    before = plain.head(feats, plain.encoder)["logits"]
+    torch.testing.assert_close(matched.head(feats, matched.encoder)["logits"], before)
+    with torch.no_grad():
+        matched.head.match.audio.weight.normal_()
+    logits = matched.head(feats, matched.encoder)["logits"]
+    other = dict(feats, audio=feats["audio"].flip(0))  # the other clip's audio
+    assert not torch.allclose(matched.head(other, matched.encoder)["logits"], logits)
+    logits.sum().backward()
+    assert matched.head.match.visual[1].weight.grad.abs().sum() > 0
