@@ -35,7 +35,8 @@ def bench_model(preset: str = "clip-b16-tiny", batch: int = 1, repeats: int = 3,
     linear-probe encoder: the source model's own modules on the same inputs). As a check that the
     wrapping itself costs nothing, ``source_video``/``trunk_video`` time the source library's own
     image-tower forward and our trunk over the video frames alone. ``compile``: both encoders go
-    through ``torch.compile`` first (the warm-up round pays the compilation).
+    through ``torch.compile`` first (the warm-up round pays the compilation), and the eager STG-CMA
+    forward is timed beside them (``ratio_compiled_vs_eager``).
     """
     from stgcma.backbones import source_forward, source_model
     from stgcma.model import create_model
@@ -63,6 +64,8 @@ def bench_model(preset: str = "clip-b16-tiny", batch: int = 1, repeats: int = 3,
         "stgcma": run(lambda: encoder(video, audio)),
         "frozen_trunk": run(lambda: probe_encoder(video, audio)),
     }
+    if compile:
+        fns["stgcma_eager"] = run(lambda: model.encoder(video, audio))
     source = source_model(model.config.backbone).to(device, dtype)
     frames = video.flatten(0, 1)  # (B*T, 3, S, S)
     fns["source_video"] = run(lambda: source_forward(model.config.backbone, source, frames))
@@ -70,6 +73,8 @@ def bench_model(preset: str = "clip-b16-tiny", batch: int = 1, repeats: int = 3,
     times = min_time(fns, repeats=repeats)
     times["ratio_vs_frozen_trunk"] = times["stgcma"] / times["frozen_trunk"]
     times["ratio_trunk_vs_source"] = times["trunk_video"] / times["source_video"]
+    if compile:
+        times["ratio_compiled_vs_eager"] = times["stgcma"] / times["stgcma_eager"]
     return times
 
 
@@ -184,8 +189,10 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
     from stgcma.model import create_model
 
     checkpointing = bool(overrides.pop("checkpointing", False))
+    compiled = bool(overrides.pop("compile", False))
     model = create_model(preset, {"backbone.pretrained": None, **overrides}).train().to(device)
     model.encoder.checkpointing = checkpointing
+    forward = torch.compile(model) if compiled else model  # the untimed first step pays the compilation
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, 1e-4)
     pre = model.config.preprocess
@@ -202,7 +209,7 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
     seconds = []
     for _ in range(steps + 1):  # the first step (lazy allocations, Adam state) is not timed
         start = time.perf_counter()
-        logits = model(video, audio)["logits"].flatten(0, 1)
+        logits = forward(video, audio)["logits"].flatten(0, 1)
         torch.nn.functional.cross_entropy(logits, label).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -217,17 +224,19 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
 
 
 def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, rounds: int = 2,
-                device: str = "cpu") -> dict:
+                device: str = "cpu", compile: bool = False) -> dict:
     """Training-step time and peak memory of STG-CMA vs LAVISH, the linear probe, full fine-tuning and
-    STG-CMA with activation checkpointing: one fresh process per variant and round, rounds interleaved,
-    minimum kept. Returns per-variant numbers and the ratios."""
+    STG-CMA with activation checkpointing (and, with ``compile``, STG-CMA through ``torch.compile``):
+    one fresh process per variant and round, rounds interleaved, minimum kept. Returns per-variant
+    numbers and the ratios."""
     import json
     import subprocess
     import sys
 
     rows: dict[str, dict] = {}
     for _ in range(rounds):
-        for name, overrides in TRAIN_VARIANTS.items():
+        variants = {**TRAIN_VARIANTS, **({"stgcma_compiled": {"compile": True}} if compile else {})}
+        for name, overrides in variants.items():
             payload = json.dumps({"preset": preset, "overrides": overrides, "batch": batch, "steps": steps,
                                   "device": device})
             done = subprocess.run([sys.executable, "-m", "stgcma.benchmarks", payload], capture_output=True,
@@ -237,7 +246,8 @@ def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, round
             best["step_seconds"] = min(best["step_seconds"], row["step_seconds"])
             best["peak_bytes"] = min(best["peak_bytes"], row["peak_bytes"])
     s, m = ({k: v[key] for k, v in rows.items()} for key in ("step_seconds", "peak_bytes"))
-    return {"preset": preset, "batch": batch, "device": device, "variants": rows,
+    extra = {"compiled_step_ratio": s["stgcma_compiled"] / s["stgcma"]} if compile else {}
+    return {"preset": preset, "batch": batch, "device": device, "variants": rows, **extra,
             "train_step_ratio_vs_lavish": s["stgcma"] / s["lavish"],
             "train_memory_ratio_vs_full_ft": m["stgcma"] / m["full_finetune"],
             "checkpointing_memory_ratio": m["stgcma_checkpointing"] / m["stgcma"],
