@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=112, help="synth: frame side in pixels (default 112)")
     parser.add_argument("--data", help="cache: the cache folder written by prepare")
     parser.add_argument("--checkpoint", default="default", help="e2e/all: the checkpoint analysed end to end")
-    parser.add_argument("--compile", action="store_true", help="model: torch.compile both encoders (the eager forward timed beside them); "
+    parser.add_argument("--compile", action="store_true",
+                        help="model: torch.compile both encoders (the eager forward timed beside them); "
                              "train: add a torch.compile'd STG-CMA step")
     parser.add_argument("--quick", action="store_true", help="all/e2e: fewer repeats and clip lengths (smoke run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
