@@ -233,9 +233,9 @@ def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, round
     import subprocess
     import sys
 
+    variants = {**TRAIN_VARIANTS, **({"stgcma_compiled": {"compile": True}} if compile else {})}
     rows: dict[str, dict] = {}
     for _ in range(rounds):
-        variants = {**TRAIN_VARIANTS, **({"stgcma_compiled": {"compile": True}} if compile else {})}
         for name, overrides in variants.items():
             payload = json.dumps({"preset": preset, "overrides": overrides, "batch": batch, "steps": steps,
                                   "device": device})

@@ -341,7 +341,7 @@ class AVSHead(TaskHead):
             x = self.refine[k](x, sizes[k], skip=maps[k])  # (B*T, C, H_k', W_k')
         logits = self.output(x, self.image_size)  # (B*T, 1, S, S)
         if self.match is not None:
-            tokens, grid = feats["video"], feats["grid_v"]  # the last block's, final-normed
+            tokens, grid = self._level_tokens(feats, self.last_block)
             match = self.match(_patch_tokens(tokens, encoder), grid, audio)  # (B*T, 1, H, W)
             logits = logits + F.interpolate(match, size=logits.shape[-2:], mode="bilinear", align_corners=False)
         return {"logits": logits.reshape(B, T, *logits.shape[1:])}  # (B, T, 1, S, S)
