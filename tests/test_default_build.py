@@ -22,6 +22,9 @@ def test_scaled_build_writes_a_loadable_default_and_partial_rebuilds_keep_the_re
     assert "CPUs" in quality["machine"] and quality["seconds"]["total"] > 0
     trained_on = json.loads((runs / "avqa" / "config.json").read_text())["train"]["data"]
     assert trained_on.endswith(",questions=8,fresh=1")
+    refit = quality["refit"]["avqa"]  # the AVQA head is refitted on cached features of its own clips
+    assert refit["val"] >= refit["joint_val"] and [row["epoch"] for row in refit["curve"]][:2] == [0, 1]
+    assert load_model(out / "avqa")[1]["refit"]["data"].startswith("synthav:seed=101,")
     assert 0 <= quality["pretrain_visible"]["balanced"] <= 1 and 0 <= quality["pretrain_object_patch_accuracy"] <= 1
     for task in ("ave", "avs", "avqa"):
         model, _ = load_model(out / task)

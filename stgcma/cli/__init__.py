@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analyze", "analyse a video: AVS overlay, AVE timeline, AVQA answers, result.json"),
     "train": ("train", "fine-tune STG-CMA on a task (CPU, one GPU, or under torchrun)"),
     "eval": ("eval", "a checkpoint's metrics on a dataset"),
+    "refit": ("refit", "train a checkpoint's head again on cached encoder features (many more head steps)"),
     "calibrate-ood": ("calibrate_ood", "add the statistics of its training world to a checkpoint (out-of-world check)"),
     "build-default": ("build_default", "rebuild the embedded default (assets/default) from scratch"),
     "study": ("study", "STG-CMA vs baselines and its stage ablation on SynthAV (a table)"),

@@ -39,6 +39,26 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     return ((1 - dice) * weights).sum() / weights.sum().clamp_min(1)
 
 
+def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, Any], match_weight: float = 0.5,
+              dice_weight: float = 0.0) -> torch.Tensor:
+    """The training loss of one task from the model's (or head's) outputs and the batch's targets."""
+    logits = out["logits"]
+    if task == "ave":
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["label"].flatten())
+    if task == "avs":
+        mask_logits = logits.squeeze(2).float()  # (B, T, S, S)
+        valid = batch["mask_valid"].float()[..., None, None]  # (B, T, 1, 1)
+        per_pixel = F.binary_cross_entropy_with_logits(mask_logits, batch["mask"], reduction="none")
+        loss = (per_pixel * valid).sum() / (valid.sum() * per_pixel.shape[-1] * per_pixel.shape[-2]).clamp_min(1)
+        if dice_weight:
+            loss = loss + dice_weight * soft_dice_loss(mask_logits, batch["mask"], batch["mask_valid"])
+        return loss
+    loss = F.cross_entropy(logits.flatten(0, -2).float(), batch["answer"].flatten())  # Q per clip or one
+    if match_weight and "match_neg_logits" in out:
+        loss = loss + match_weight * AVQAHead.matching_loss(out["match_logits"], out["match_neg_logits"])
+    return loss
+
+
 class TaskLoss(nn.Module):
     """``forward(batch) -> (loss, logits)`` for one task; wrap THIS in DDP."""
 
@@ -51,21 +71,7 @@ class TaskLoss(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(batch["video"], batch["audio"], **task_inputs(self.task, batch))
-        logits = out["logits"]
-        if self.task == "ave":
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["label"].flatten())
-        elif self.task == "avs":
-            mask_logits = logits.squeeze(2).float()  # (B, T, S, S)
-            valid = batch["mask_valid"].float()[..., None, None]  # (B, T, 1, 1)
-            per_pixel = F.binary_cross_entropy_with_logits(mask_logits, batch["mask"], reduction="none")
-            loss = (per_pixel * valid).sum() / (valid.sum() * per_pixel.shape[-1] * per_pixel.shape[-2]).clamp_min(1)
-            if self.dice_weight:
-                loss = loss + self.dice_weight * soft_dice_loss(mask_logits, batch["mask"], batch["mask_valid"])
-        else:
-            loss = F.cross_entropy(logits.flatten(0, -2).float(), batch["answer"].flatten())  # Q per clip or one
-            if self.match_weight and "match_neg_logits" in out:
-                loss = loss + self.match_weight * AVQAHead.matching_loss(out["match_logits"], out["match_neg_logits"])
-        return loss, logits
+        return task_loss(self.task, out, batch, self.match_weight, self.dice_weight), out["logits"]
 
 
 class Evaluator:

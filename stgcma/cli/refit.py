@@ -1,0 +1,54 @@
+"""``python -m stgcma refit``: train a checkpoint's head again on cached encoder features.
+
+Each clip of ``--data`` is encoded once by the checkpoint's frozen encoder; the head alone then trains
+for ``--epochs`` on those features (``stgcma.train.head_refit``). For AVQA, ask many questions per
+clip (``synthav:...,questions=32``): a head step costs little, so the head sees far more questions
+than joint training can afford. The best epoch on ``--val-data`` is written to ``OUT/best``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from stgcma.cli import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint or run folder, or 'default' (the embedded default; needs --task)")
+    parser.add_argument("--task", choices=["ave", "avqa"], default=None,
+                        help="which checkpoint of a multi-task folder such as 'default'")
+    parser.add_argument("--data", required=True, help="training clips: a dataset folder or synthav:seed=S,n=N[,...]")
+    parser.add_argument("--val-data", default=None, help="validation clips (default: the val split of --data)")
+    parser.add_argument("--out", required=True, help="run folder; the refitted checkpoint goes to OUT/best")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per step, each with all its questions")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers that render/decode clips")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from stgcma.checkpoint import CheckpointError, resolve_source
+    from stgcma.config import ConfigError
+    from stgcma.train.head_refit import RefitConfig, refit_head
+
+    try:
+        source = resolve_source(args.checkpoint, args.task)
+        cfg = RefitConfig(data=args.data, val_data=args.val_data, out=args.out, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                          num_workers=args.workers)
+        summary = refit_head(source, cfg, progress=not args.quiet)
+    except (CheckpointError, ConfigError, ValueError, FileNotFoundError, KeyError) as err:
+        raise UserError(str(err).splitlines()[0]) from None
+    summary.pop("curve")
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        print(f"wrote {summary['run']}/best: epoch {summary['best_epoch']} of {summary['epochs']}, "
+              f"val {summary['val_select']:.4f} ({summary['clips']} clips, {summary['seconds']:.0f} s)")
+    return 0

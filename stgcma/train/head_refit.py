@@ -1,0 +1,196 @@
+"""Refit a trained model's task head on cached encoder features.
+
+Joint training pays for the encoder (frozen backbone + adapters) on every step, so on a CPU an
+AVQA head sees few questions: the CPU recipe's 400 joint steps show each of SynthAV's 28 question
+templates about 900 times, and a head needs tens of thousands of examples per template to bind
+question words to what the clip holds. Here the encoder is frozen: each training clip is encoded
+ONCE (final tokens only, stored in half precision), and the head alone trains on those features for
+many epochs, with many questions per clip. A head step costs a small fraction of a joint step.
+
+Only heads that read the encoder's final tokens can be refitted (AVE, AVQA); the AVS head reads
+intermediate blocks, whose cache would be several times larger. The refitted checkpoint keeps the
+source's encoder weights and its world statistics (``stgcma.ood`` reads the encoder, not the head),
+and is selected on validation like any run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from stgcma.checkpoint import atomic_write_bytes, load_model, save_checkpoint
+from stgcma.config import ConfigError
+from stgcma.train.tasks import Evaluator, move, task_inputs, task_loss
+
+TARGET_KEYS = {"ave": ("label",), "avqa": ("question", "answer")}
+
+
+@dataclass
+class RefitConfig:
+    """A head refit: where the clips come from, how long the head trains, where the result goes."""
+
+    data: str = "synthav:seed=0,n=64"
+    val_data: str | None = None
+    out: str = "runs/refit"
+    epochs: int = 10
+    batch_size: int = 16  # clips per step (each with all of its questions)
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 50
+    match_weight: float = 0.5
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+
+    def check(self) -> RefitConfig:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"refit {name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"refit min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        return self
+
+
+class FeatureCache:
+    """Final encoder tokens of a dataset's clips (half precision) with the task's targets, batch by batch."""
+
+    def __init__(self, model: torch.nn.Module, dataset: Any, task: str, batch_size: int, device: torch.device,
+                 num_workers: int = 0, progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        from stgcma.train.loop import _collate, worker_init
+
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task),
+                            num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
+        video, audio, targets, qtypes = [], [], {k: [] for k in TARGET_KEYS[task]}, []
+        model.eval()
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="encode", disable=not progress, leave=False):
+                feats = model.forward_features(batch["video"].to(device), batch["audio"].to(device))
+                B, T = feats["batch"], feats["frames"]
+                video.append(feats["video"].reshape(B, T, *feats["video"].shape[1:]).half().cpu())  # (B, T, Nv, D)
+                audio.append(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]).half().cpu())  # (B, T, Na, D)
+                for k in targets:
+                    targets[k].append(batch[k])
+                qtypes += batch.get("qtype", [])
+        self.task, self.frames = task, T
+        self.grid_v, self.grid_a = feats["grid_v"], feats["grid_a"]
+        self.video, self.audio = torch.cat(video), torch.cat(audio)
+        self.targets = {k: torch.cat(v) for k, v in targets.items()}
+        self.qtypes = qtypes
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def batch(self, index: torch.Tensor, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(features as the head reads them, batch of targets) for clip indices ``index``."""
+        v, a = self.video[index].to(device).float(), self.audio[index].to(device).float()
+        feats = {"video": v.flatten(0, 1), "audio": a.flatten(0, 1), "grid_v": self.grid_v, "grid_a": self.grid_a,
+                 "intermediates": [], "batch": len(index), "frames": self.frames}  # tokens (B*T, N, D)
+        batch = move({k: t[index] for k, t in self.targets.items()}, device)
+        if self.qtypes:
+            batch["qtype"] = [self.qtypes[i] for i in index.tolist()]
+        return feats, batch
+
+
+def _evaluate(model: torch.nn.Module, cache: FeatureCache, device: torch.device, batch_size: int) -> dict[str, float]:
+    model.eval()
+    evaluator = Evaluator(cache.task, ave_decode=model.config.head.ave_decode)
+    with torch.no_grad():
+        for start in range(0, len(cache), batch_size):
+            feats, batch = cache.batch(torch.arange(start, min(start + batch_size, len(cache))), device)
+            out = model.forward_head(feats, **task_inputs(cache.task, batch))
+            evaluator.update(out["logits"], batch, task_loss(cache.task, out, batch, match_weight=0.0))
+    return evaluator.compute()
+
+
+def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> dict[str, Any]:
+    """Train the head of checkpoint ``source`` on cached features; write the best epoch (on validation)
+    to ``cfg.out`` as a checkpoint, with ``metrics.csv``; returns a summary."""
+    from stgcma.data.spec import build_dataset
+    from stgcma.data.vocab import Vocab
+
+    cfg = cfg.check()
+    device = torch.device(cfg.device)
+    model, meta = load_model(source, device=device)
+    task = model.config.head.task
+    if task not in TARGET_KEYS:
+        raise ConfigError(f"refit works on heads that read the encoder's final tokens (AVE, AVQA), not {task!r}: "
+                          "the AVS head reads intermediate blocks")
+    extra = {}
+    if task == "avqa":  # the checkpoint's vocabulary, so its word ids keep their meaning
+        extra["question_vocab"] = Vocab(meta["question_vocab"], meta["question_max_len"])
+    preprocess = model.config.preprocess
+    train_set = build_dataset(cfg.data, task, "train", preprocess, **extra)
+    val_set = build_dataset(cfg.val_data or cfg.data, task, "val", preprocess, **extra)
+    if task == "avqa" and list(train_set.answer_vocab) != list(meta["answer_vocab"]):
+        raise ConfigError(f"{cfg.data} answers in another vocabulary than {source}; refit needs the same answers")
+    start = time.time()
+    train = FeatureCache(model, train_set, task, 8, device, cfg.num_workers, progress)
+    val = FeatureCache(model, val_set, task, 8, device, cfg.num_workers, progress)
+    encode_seconds = time.time() - start
+    torch.manual_seed(cfg.seed)
+    head = model.head
+    params = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(len(train) // cfg.batch_size, 1)
+    total = cfg.epochs * steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress_ = (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress_, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, best, best_state = [], -math.inf, None
+    first = _evaluate(model, val, device, cfg.batch_size)
+    rows.append({"epoch": 0, "steps": 0, "train_loss": float("nan"), **first})
+    best, best_state = first["select"], copy.deepcopy(head.state_dict())
+    for epoch in range(1, cfg.epochs + 1):
+        head.train()
+        order = torch.randperm(len(train))
+        losses = []
+        for s in range(steps_per_epoch):
+            feats, batch = train.batch(order[s * cfg.batch_size:(s + 1) * cfg.batch_size], device)
+            out_ = model.forward_head(feats, **task_inputs(task, batch))
+            loss = task_loss(task, out_, batch, cfg.match_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        metrics = _evaluate(model, val, device, cfg.batch_size)
+        rows.append({"epoch": epoch, "steps": epoch * steps_per_epoch, "train_loss": sum(losses) / len(losses),
+                     **metrics})
+        if progress:
+            print(f"refit epoch {epoch}/{cfg.epochs}: train loss {rows[-1]['train_loss']:.3f}, "
+                  f"val {metrics['select']:.4f}", flush=True)
+        if metrics["select"] > best:
+            best, best_state = metrics["select"], copy.deepcopy(head.state_dict())
+    head.load_state_dict(best_state)
+    best_epoch = max(range(len(rows)), key=lambda i: (rows[i]["select"], -i))
+    refit_meta = {**asdict(cfg), "source": str(source), "clips": len(train), "best_epoch": rows[best_epoch]["epoch"],
+                  "val_select": best, "encode_seconds": encode_seconds, "seconds": time.time() - start}
+    folder = save_checkpoint(model, out / "best", {**meta, "refit": refit_meta})
+    stats = Path(meta["source"]) / "ood_stats.safetensors"
+    if stats.exists():  # the encoder is unchanged, so are its world statistics
+        shutil.copy2(stats, folder / stats.name)
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("epoch", "steps", "train_loss"), k))
+    lines = [",".join(fields)] + [",".join(str(r.get(k, "")) for k in fields) for r in rows]
+    atomic_write_bytes(out / "metrics.csv", ("\n".join(lines) + "\n").encode())
+    summary = {"run": str(out), "selected": "best", **refit_meta, "curve": rows}
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    return summary

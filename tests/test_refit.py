@@ -1,0 +1,69 @@
+"""Head refit on cached encoder features: the encoder stays as it was, the head trains, the result is a checkpoint."""
+
+import csv
+
+import pytest
+import torch
+from conftest import save_task_checkpoints
+
+from stgcma.checkpoint import load_model
+from stgcma.cli import main
+from stgcma.config import ConfigError
+from stgcma.train.head_refit import FeatureCache, RefitConfig, refit_head
+
+
+def _split(model):
+    """(head tensors, the encoder's trained tensors): what a checkpoint stores (the trunk is not stored)."""
+    state = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    head = {k: v for k, v in state.items() if k.startswith("head.")}
+    return head, {k: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def test_refit_trains_the_head_only_and_writes_a_loadable_checkpoint(tmp_path):
+    source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=("avqa",)) / "avqa"
+    before, _ = load_model(source)
+    head0, enc0 = _split(before)
+    cfg = RefitConfig(data="synthav:seed=0,n=8,questions=4", val_data="synthav:seed=1,n=4",
+                      out=str(tmp_path / "refit"), epochs=2, batch_size=4, warmup_steps=1)
+    summary = refit_head(source, cfg, progress=False)
+    after, meta = load_model(tmp_path / "refit" / "best")
+    head1, enc1 = _split(after)
+    assert enc0 and head0
+    for k in enc0:
+        torch.testing.assert_close(enc1[k], enc0[k], msg=f"encoder tensor {k} changed")
+    if summary["best_epoch"] > 0:
+        assert any(not torch.equal(head0[k], head1[k]) for k in head0), "the selected head is the untrained one"
+    assert meta["refit"]["clips"] == 8 and meta["question_vocab"] == load_model(source)[1]["question_vocab"]
+    rows = list(csv.DictReader(open(tmp_path / "refit" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and int(rows[-1]["steps"]) == 4
+    assert float(rows[summary["best_epoch"]]["select"]) == max(float(r["select"]) for r in rows)
+
+
+def test_feature_cache_gives_the_head_what_the_encoder_gives_it(tmp_path):
+    from stgcma.data.spec import build_dataset
+    from stgcma.train.tasks import task_inputs
+
+    source = save_task_checkpoints(tmp_path / "ckpt", tasks=("ave",)) / "ave"
+    model, _ = load_model(source)
+    data = build_dataset("synthav:seed=0,n=3", "ave", "val", model.config.preprocess)
+    cache = FeatureCache(model, data, "ave", 2, torch.device("cpu"))
+    feats, batch = cache.batch(torch.tensor([2, 0]), torch.device("cpu"))
+    with torch.no_grad():
+        cached = model.forward_head(feats, **task_inputs("ave", batch))["logits"]
+        items = [data[2], data[0]]
+        direct = model(torch.stack([i["video"] for i in items]), torch.stack([i["audio"] for i in items]))["logits"]
+    torch.testing.assert_close(cached, direct, atol=2e-2, rtol=2e-2)  # the cache holds half precision
+    assert torch.equal(batch["label"], torch.stack([items[0]["label"], items[1]["label"]]))
+
+
+def test_refit_refuses_a_head_that_reads_intermediate_blocks(tmp_path):
+    source = save_task_checkpoints(tmp_path / "ckpt", tasks=("avs",)) / "avs"
+    with pytest.raises(ConfigError, match="AVS head reads intermediate blocks"):
+        refit_head(source, RefitConfig(data="synthav:seed=0,n=4", out=str(tmp_path / "r")), progress=False)
+
+
+def test_refit_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert main(["refit", "--checkpoint", str(tmp_path / "missing"), "--data", "synthav:seed=0,n=4",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
