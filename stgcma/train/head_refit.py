@@ -157,7 +157,7 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
     out.mkdir(parents=True, exist_ok=True)
     rows, best, best_state = [], -math.inf, None
     first = _evaluate(model, val, device, cfg.batch_size)
-    rows.append({"epoch": 0, "steps": 0, "train_loss": float("nan"), **first})
+    rows.append({"epoch": 0, "steps": 0, "train_loss": None, **first})  # no step taken yet
     best, best_state = first["select"], copy.deepcopy(head.state_dict())
     for epoch in range(1, cfg.epochs + 1):
         head.train()
@@ -189,7 +189,7 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
     if stats.exists():  # the encoder is unchanged, so are its world statistics
         shutil.copy2(stats, folder / stats.name)
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("epoch", "steps", "train_loss"), k))
-    lines = [",".join(fields)] + [",".join(str(r.get(k, "")) for k in fields) for r in rows]
+    lines = [",".join(fields)] + [",".join("" if r.get(k) is None else str(r[k]) for k in fields) for r in rows]
     atomic_write_bytes(out / "metrics.csv", ("\n".join(lines) + "\n").encode())
     summary = {"run": str(out), "selected": "best", **refit_meta, "curve": rows}
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
