@@ -296,6 +296,21 @@ def write_world_stats(model: torch.nn.Module, folder: str | Path, dataset: Any, 
     return stats
 
 
+def carry_world_stats(source: str | Path, target: str | Path) -> WorldStats | None:
+    """Copy ``source``'s statistics to ``target``, a checkpoint with the same encoder and another head.
+
+    The statistics describe encoder features only, so a head refit keeps them valid; they are
+    re-stamped with the target's weights hash. Returns None (and writes nothing) when ``source``
+    has no valid statistics.
+    """
+    stats, _ = read_world_stats(source)
+    if stats is not None:
+        stats.info["weights_sha256"] = file_sha256(Path(target) / WEIGHTS_NAME)
+        stats.info["carried_from"] = "the same encoder before its head was refitted"
+        stats.save(target)
+    return stats
+
+
 def calibrate_checkpoint(source: str | Path, data: str, task: str | None = None, split: str = "val", n: int = 200,
                          batch_size: int = 4, device: str = "cpu", progress: bool = False,
                          quantile: float = 0.99) -> tuple[Path, WorldStats]:

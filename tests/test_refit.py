@@ -9,6 +9,7 @@ from conftest import save_task_checkpoints
 from stgcma.checkpoint import load_model
 from stgcma.cli import main
 from stgcma.config import ConfigError
+from stgcma.ood import load_world_stats
 from stgcma.train.head_refit import FeatureCache, RefitConfig, refit_head
 
 
@@ -21,6 +22,8 @@ def _split(model):
 
 def test_refit_trains_the_head_only_and_writes_a_loadable_checkpoint(tmp_path):
     source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=("avqa",)) / "avqa"
+    assert main(["calibrate-ood", "--checkpoint", str(source), "--data", "synthav:seed=1,n=8", "--n", "8",
+                 "--quiet"]) == 0
     before, _ = load_model(source)
     head0, enc0 = _split(before)
     cfg = RefitConfig(data="synthav:seed=0,n=8,questions=4", val_data="synthav:seed=1,n=4",
@@ -33,6 +36,9 @@ def test_refit_trains_the_head_only_and_writes_a_loadable_checkpoint(tmp_path):
         torch.testing.assert_close(enc1[k], enc0[k], msg=f"encoder tensor {k} changed")
     if summary["best_epoch"] > 0:
         assert any(not torch.equal(head0[k], head1[k]) for k in head0), "the selected head is the untrained one"
+    stats0, stats1 = load_world_stats(source), load_world_stats(tmp_path / "refit" / "best")
+    assert stats1 is not None, "the refit dropped the encoder's world statistics (new weights, old hash?)"
+    assert stats1.thresholds == stats0.thresholds
     assert meta["refit"]["clips"] == 8 and meta["question_vocab"] == load_model(source)[1]["question_vocab"]
     rows = list(csv.DictReader(open(tmp_path / "refit" / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2] and int(rows[-1]["steps"]) == 4

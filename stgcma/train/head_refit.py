@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from stgcma.checkpoint import atomic_write_bytes, load_model, save_checkpoint
 from stgcma.config import ConfigError
+from stgcma.ood import carry_world_stats
 from stgcma.train.tasks import Evaluator, move, task_inputs, task_loss
 
 TARGET_KEYS = {"ave": ("label",), "avqa": ("question", "answer")}
@@ -185,9 +185,7 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
     refit_meta = {**asdict(cfg), "source": str(source), "clips": len(train), "best_epoch": rows[best_epoch]["epoch"],
                   "val_select": best, "encode_seconds": encode_seconds, "seconds": time.time() - start}
     folder = save_checkpoint(model, out / "best", {**meta, "refit": refit_meta})
-    stats = Path(meta["source"]) / "ood_stats.safetensors"
-    if stats.exists():  # the encoder is unchanged, so are its world statistics
-        shutil.copy2(stats, folder / stats.name)
+    carry_world_stats(meta["source"], folder)  # the encoder is unchanged, so are its world statistics
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("epoch", "steps", "train_loss"), k))
     lines = [",".join(fields)] + [",".join("" if r.get(k) is None else str(r[k]) for k in fields) for r in rows]
     atomic_write_bytes(out / "metrics.csv", ("\n".join(lines) + "\n").encode())
