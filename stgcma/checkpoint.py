@@ -155,8 +155,10 @@ def _resolve_backbone_path(config: ModelConfig, folder: Path) -> ModelConfig:
     return config
 
 
-def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha256: str | None = None) -> None:
-    """Load adapter tensors into ``model``; the only keys the file may lack are frozen backbone keys."""
+def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha256: str | None = None,
+                      fresh_prefix: str | None = None) -> list[str]:
+    """Load adapter tensors into ``model``; the only keys the file may lack are frozen backbone keys, and
+    keys under ``fresh_prefix`` (modules an override added, which keep their initialisation). Returns those."""
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
@@ -175,7 +177,8 @@ def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha25
     if unexpected:
         raise CheckpointError(f"{path} has tensors this model does not: {unexpected[:5]} "
                               "(was it saved from a different config?)")
-    missing = [k for k in targets if k not in tensors]
+    fresh = [k for k in targets if k not in tensors and fresh_prefix and k.startswith(fresh_prefix)]
+    missing = [k for k in targets if k not in tensors and k not in fresh]
     if missing:
         raise CheckpointError(f"{path} lacks trained tensors {missing[:5]}: config and weights do not match")
     for key, value in tensors.items():  # every tensor is checked before any is copied: never half-loaded
@@ -189,6 +192,7 @@ def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha25
     with torch.no_grad():
         for key, value in tensors.items():
             targets[key].copy_(value)
+    return fresh
 
 
 def resolve_source(source: str | Path, task: str | None = None) -> Path:
@@ -239,8 +243,11 @@ def _from_hub(repo_id: str, task: str | None) -> Path:
 
 
 def load_model(source: str | Path, task: str | None = None, device: str | torch.device = "cpu",
-               overrides: list[str] | dict[str, Any] | None = None):
-    """Rebuild a trained model from a checkpoint source; returns (model in eval mode, meta)."""
+               overrides: list[str] | dict[str, Any] | None = None, fresh_prefix: str | None = None):
+    """Rebuild a trained model from a checkpoint source; returns (model in eval mode, meta).
+
+    ``fresh_prefix`` (e.g. ``"head."``): trainable tensors under it that the checkpoint lacks (modules added
+    by ``overrides``) keep their initialisation instead of failing the load; ``meta["fresh"]`` lists them."""
     from stgcma.config import apply_overrides
     from stgcma.model import STGCMAModel
 
@@ -261,6 +268,8 @@ def load_model(source: str | Path, task: str | None = None, device: str | torch.
         except (ConfigError, ValueError, TypeError, RuntimeError) as err:
             line = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise CheckpointError(f"{folder / CONFIG_NAME} describes a model that cannot be built: {line}") from err
-    load_weights_into(model, folder, meta.get("weights_sha256"))
+    fresh = load_weights_into(model, folder, meta.get("weights_sha256"), fresh_prefix)
+    if fresh:
+        meta["fresh"] = fresh
     meta["source"] = str(folder)
     return model.to(device).eval(), meta

@@ -114,6 +114,10 @@ class HeadConfig:
     # AVS: add an audio-visual match map (last-block patch tokens . audio) to the mask logits, so a
     # silent object can be pushed below an equally object-like sounding one (heads.AVSMatch)
     avs_match: bool = False
+    # AVQA: a question-conditioned read-out beside the reasoner: per segment, projected audio and
+    # question-grounded visual vectors multiplied by projections of the question, pooled over time
+    # [mean, max] and added to the fused vector (heads.QuestionReadout)
+    avqa_readout: bool = False
 
 
 @dataclass

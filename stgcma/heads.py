@@ -440,6 +440,32 @@ class ScaledCosineAttention(nn.Module):
         return (self.log_scale.exp().clamp(max=100.0) * cos).softmax(dim=-1)
 
 
+class QuestionReadout(nn.Module):
+    """A direct, multiplicative path from the clip's segment vectors to the answer, per question.
+
+    ``e_t = (W_a a_t) * (U_a q)`` and ``f_t = (W_v v_t) * (U_v q)`` for the T segments; their mean and
+    max over time are layer-normed and projected to H. A question names what to look for ("Is there a
+    <Object> sound?"); the elementwise product with a projection of q lets one linear layer pick the
+    feature that answers it, and max over time answers "at any moment" questions. AVST's only such
+    product is at the very end, after the temporal attention has averaged the segments.
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(hidden, 2 * hidden)
+        self.audio = nn.Linear(hidden, hidden)
+        self.visual = nn.Linear(hidden, hidden)
+        self.out = nn.Sequential(nn.LayerNorm(4 * hidden), nn.Linear(4 * hidden, hidden))
+
+    def forward(self, q: torch.Tensor, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """q (B, Q, H), audio (B, T, H), visual (B, Q, T, H) -> (B*Q, H)."""
+        qa, qv = self.query(q).chunk(2, dim=-1)  # (B, Q, H) each
+        ea = self.audio(audio)[:, None] * qa[:, :, None]  # (B, Q, T, H)
+        ev = self.visual(visual) * qv[:, :, None]  # (B, Q, T, H)
+        pooled = torch.cat([ea.mean(2), ea.amax(2), ev.mean(2), ev.amax(2)], dim=-1)  # (B, Q, 4H)
+        return self.out(pooled).flatten(0, 1)  # (B*Q, H)
+
+
 class AVQAHead(TaskHead):
     """MUSIC-AVQA answer classifier in the style of AVST, on the shared encoder's features.
 
@@ -463,6 +489,8 @@ class AVQAHead(TaskHead):
     classifier, trained on these features, the tanh inputs saturated (a shipped default gave every clip
     bit-identical logits for a question).
 
+    With ``readout=True`` a ``QuestionReadout`` of the segment vectors is added to the fused vector.
+
     ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers),
     ``match_logits`` (B*T, 2) for the clip's own audio-visual pairs and, when B > 1,
     ``match_neg_logits`` (B*T, 2) for each clip's audio against the previous clip's frames in the batch (cyclically). A
@@ -477,7 +505,7 @@ class AVQAHead(TaskHead):
     """
 
     def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4,
-                 layers: int = 2, dropout: float = 0.1) -> None:
+                 layers: int = 2, dropout: float = 0.1, readout: bool = False) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, hidden)
@@ -502,6 +530,7 @@ class AVQAHead(TaskHead):
         self.fused_norm = nn.LayerNorm(hidden)
         self.question_norm = nn.LayerNorm(hidden)
         self.classifier = nn.Linear(hidden, answers)
+        self.readout = QuestionReadout(hidden) if readout else None
 
     def segment_inputs(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio vectors (B, T, H) and position-coded visual patch tokens (B, T, N, H)."""
@@ -565,6 +594,8 @@ class AVQAHead(TaskHead):
         a = self.attend_audio(q_flat, seq[:, 1:1 + T])  # (B*Q, H)
         v = self.attend_visual(q_flat, seq[:, 1 + T:])  # (B*Q, H)
         fused = self.fusion(torch.cat([a, v, seq[:, 0]], dim=-1))  # (B*Q, H)
+        if self.readout is not None:
+            fused = fused + self.readout(q, audio, visual)
         gated = self.fused_norm(fused) * self.question_norm(q_flat)  # (B*Q, H), both factors O(1)
         logits = self.classifier(torch.tanh(gated)).unflatten(0, (B, Q))  # (B, Q, answers)
         out["logits"] = logits if question.ndim == 3 else logits[:, 0]  # (B, Q, answers) or (B, answers)
@@ -581,5 +612,6 @@ def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
     if h.task == "avqa":
         if h.hidden % 4:
             raise ConfigError(f"head.hidden must be divisible by the AVQA head's 4 attention heads; got {h.hidden}")
-        return AVQAHead(encoder.embed_dim, h.hidden, h.avqa_answers, h.avqa_vocab_size, h.avqa_embed)
+        return AVQAHead(encoder.embed_dim, h.hidden, h.avqa_answers, h.avqa_vocab_size, h.avqa_embed,
+                        readout=h.avqa_readout)
     raise ConfigError(f"unknown task {h.task!r}; expected one of {', '.join(TASKS)}")

@@ -73,3 +73,30 @@ def test_refit_cli_reports_bad_input_in_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_refit_can_add_a_head_module_which_starts_fresh_and_is_saved(tmp_path):
+    source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=("avqa",)) / "avqa"
+    with pytest.raises(Exception, match="lacks trained tensors"):  # a plain load stays strict
+        load_model(source, overrides=["head.avqa_readout=true"])
+    cfg = RefitConfig(data="synthav:seed=0,n=8,questions=4", val_data="synthav:seed=1,n=4", out=str(tmp_path / "r"),
+                      epochs=1, batch_size=4, warmup_steps=1, head_overrides=["head.avqa_readout=true"])
+    summary = refit_head(source, cfg, progress=False)
+    assert summary["fresh"] and all(k.startswith("head.readout.") for k in summary["fresh"])
+    after, _ = load_model(tmp_path / "r" / "best")  # a plain load: the config carries the new module
+    assert after.config.head.avqa_readout and after.head.readout is not None
+    with pytest.raises(ConfigError, match="only the head"):
+        RefitConfig(head_overrides=["adapter.ratio=0.5"]).check()
+
+
+def test_question_readout_makes_the_answer_depend_on_the_audio():
+    from stgcma.heads import QuestionReadout
+
+    torch.manual_seed(0)
+    readout = QuestionReadout(16)
+    q, visual = torch.randn(2, 3, 16), torch.randn(2, 3, 5, 16)
+    audio = torch.randn(2, 5, 16)
+    out = readout(q, audio, visual)
+    assert out.shape == (6, 16)
+    assert not torch.allclose(out, readout(q, audio.flip(0), visual))
+    assert not torch.allclose(out, readout(q.flip(1), audio, visual)), "the question must condition the read-out"

@@ -3,7 +3,8 @@
 Each clip of ``--data`` is encoded once by the checkpoint's frozen encoder; the head alone then trains
 for ``--epochs`` on those features (``stgcma.train.head_refit``). For AVQA, ask many questions per
 clip (``synthav:...,questions=32``): a head step costs little, so the head sees far more questions
-than joint training can afford. The best epoch on ``--val-data`` is written to ``OUT/best``.
+than joint training can afford. ``--set head.KEY=VALUE`` changes the head's config first (modules it
+adds start from their initialisation). The best epoch on ``--val-data`` is written to ``OUT/best``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers that render/decode clips")
+    parser.add_argument("--set", dest="head_overrides", action="append", default=[], metavar="head.KEY=VALUE",
+                        help="change the head's config (repeatable), e.g. head.avqa_readout=true; modules it adds "
+                             "start from their initialisation, the rest from the checkpoint")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         source = resolve_source(args.checkpoint, args.task)
         cfg = RefitConfig(data=args.data, val_data=args.val_data, out=args.out, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                          num_workers=args.workers)
+                          num_workers=args.workers, head_overrides=list(args.head_overrides))
         summary = refit_head(source, cfg, progress=not args.quiet)
     except (CheckpointError, ConfigError, ValueError, FileNotFoundError, KeyError) as err:
         raise UserError(str(err).splitlines()[0]) from None

@@ -19,7 +19,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,16 @@ class RefitConfig:
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
+    head_overrides: list[str] = field(default_factory=list)  # "head.KEY=VALUE"; added modules start fresh
 
     def check(self) -> RefitConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"refit {name} must be >= 1, got {getattr(self, name)}")
+        for item in self.head_overrides:
+            if not item.startswith("head.") or "=" not in item:
+                raise ConfigError(f"refit changes only the head's config (head.KEY=VALUE), got {item!r}: "
+                                  "the encoder's features are computed with the checkpoint's own settings")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"refit min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         return self
@@ -122,7 +127,8 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
 
     cfg = cfg.check()
     device = torch.device(cfg.device)
-    model, meta = load_model(source, device=device)
+    model, meta = load_model(source, device=device, overrides=cfg.head_overrides or None,
+                             fresh_prefix="head." if cfg.head_overrides else None)
     task = model.config.head.task
     if task not in TARGET_KEYS:
         raise ConfigError(f"refit works on heads that read the encoder's final tokens (AVE, AVQA), not {task!r}: "
@@ -182,7 +188,8 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
             best, best_state = metrics["select"], copy.deepcopy(head.state_dict())
     head.load_state_dict(best_state)
     best_epoch = max(range(len(rows)), key=lambda i: (rows[i]["select"], -i))
-    refit_meta = {**asdict(cfg), "source": str(source), "clips": len(train), "best_epoch": rows[best_epoch]["epoch"],
+    refit_meta = {**asdict(cfg), "source": str(source), "fresh": meta.pop("fresh", []), "clips": len(train),
+                  "best_epoch": rows[best_epoch]["epoch"],
                   "val_select": best, "encode_seconds": encode_seconds, "seconds": time.time() - start}
     folder = save_checkpoint(model, out / "best", {**meta, "refit": refit_meta})
     carry_world_stats(meta["source"], folder)  # the encoder is unchanged, so are its world statistics
