@@ -118,6 +118,9 @@ class HeadConfig:
     # question-grounded visual vectors multiplied by projections of the question, pooled over time
     # [mean, max] and added to the fused vector (heads.QuestionReadout)
     avqa_readout: bool = False
+    # AVQA read-out: also time-weighted sums of those segment products (early minus late evidence), so
+    # the read-out is not blind to the segment order (heads.QuestionReadout, order=True)
+    avqa_readout_order: bool = False
 
 
 @dataclass

@@ -448,14 +448,24 @@ class QuestionReadout(nn.Module):
     <Object> sound?"); the elementwise product with a projection of q lets one linear layer pick the
     feature that answers it, and max over time answers "at any moment" questions. AVST's only such
     product is at the very end, after the temporal attention has averaged the segments.
+
+    Mean and max ignore the segment order. ``order=True`` adds, through its own zero-initialised
+    projection (so a trained read-out keeps its outputs until the new weights learn), the
+    time-weighted sums ``sum_t c_t e_t`` with ``c_t`` running from -1 (first segment) to +1 (last),
+    normalised by T: positive when the named evidence comes late, negative when early, so "which
+    sounds first?" has a feature whose sign reversing the clip flips.
     """
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, order: bool = False) -> None:
         super().__init__()
         self.query = nn.Linear(hidden, 2 * hidden)
         self.audio = nn.Linear(hidden, hidden)
         self.visual = nn.Linear(hidden, hidden)
         self.out = nn.Sequential(nn.LayerNorm(4 * hidden), nn.Linear(4 * hidden, hidden))
+        self.order = nn.Sequential(nn.LayerNorm(2 * hidden), nn.Linear(2 * hidden, hidden)) if order else None
+        if self.order is not None:
+            nn.init.zeros_(self.order[1].weight)
+            nn.init.zeros_(self.order[1].bias)
 
     def forward(self, q: torch.Tensor, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """q (B, Q, H), audio (B, T, H), visual (B, Q, T, H) -> (B*Q, H)."""
@@ -463,7 +473,13 @@ class QuestionReadout(nn.Module):
         ea = self.audio(audio)[:, None] * qa[:, :, None]  # (B, Q, T, H)
         ev = self.visual(visual) * qv[:, :, None]  # (B, Q, T, H)
         pooled = torch.cat([ea.mean(2), ea.amax(2), ev.mean(2), ev.amax(2)], dim=-1)  # (B, Q, 4H)
-        return self.out(pooled).flatten(0, 1)  # (B*Q, H)
+        out = self.out(pooled)  # (B, Q, H)
+        if self.order is not None:
+            T = ea.shape[2]
+            when = torch.linspace(-1.0, 1.0, T, device=ea.device, dtype=ea.dtype)[:, None] / T  # (T, 1)
+            trend = torch.cat([(ea * when).sum(2), (ev * when).sum(2)], dim=-1)  # (B, Q, 2H)
+            out = out + self.order(trend)
+        return out.flatten(0, 1)  # (B*Q, H)
 
 
 class AVQAHead(TaskHead):
@@ -489,7 +505,8 @@ class AVQAHead(TaskHead):
     classifier, trained on these features, the tanh inputs saturated (a shipped default gave every clip
     bit-identical logits for a question).
 
-    With ``readout=True`` a ``QuestionReadout`` of the segment vectors is added to the fused vector.
+    With ``readout=True`` a ``QuestionReadout`` of the segment vectors is added to the fused vector
+    (``readout_order=True``: with its order-aware time-weighted sums).
 
     ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers),
     ``match_logits`` (B*T, 2) for the clip's own audio-visual pairs and, when B > 1,
@@ -505,7 +522,7 @@ class AVQAHead(TaskHead):
     """
 
     def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4,
-                 layers: int = 2, dropout: float = 0.1, readout: bool = False) -> None:
+                 layers: int = 2, dropout: float = 0.1, readout: bool = False, readout_order: bool = False) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, hidden)
@@ -530,7 +547,7 @@ class AVQAHead(TaskHead):
         self.fused_norm = nn.LayerNorm(hidden)
         self.question_norm = nn.LayerNorm(hidden)
         self.classifier = nn.Linear(hidden, answers)
-        self.readout = QuestionReadout(hidden) if readout else None
+        self.readout = QuestionReadout(hidden, order=readout_order) if readout else None
 
     def segment_inputs(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio vectors (B, T, H) and position-coded visual patch tokens (B, T, N, H)."""
@@ -613,5 +630,5 @@ def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
         if h.hidden % 4:
             raise ConfigError(f"head.hidden must be divisible by the AVQA head's 4 attention heads; got {h.hidden}")
         return AVQAHead(encoder.embed_dim, h.hidden, h.avqa_answers, h.avqa_vocab_size, h.avqa_embed,
-                        readout=h.avqa_readout)
+                        readout=h.avqa_readout, readout_order=h.avqa_readout_order)
     raise ConfigError(f"unknown task {h.task!r}; expected one of {', '.join(TASKS)}")

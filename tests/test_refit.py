@@ -62,10 +62,32 @@ def test_feature_cache_gives_the_head_what_the_encoder_gives_it(tmp_path):
     assert torch.equal(batch["label"], torch.stack([items[0]["label"], items[1]["label"]]))
 
 
-def test_refit_refuses_a_head_that_reads_intermediate_blocks(tmp_path):
+def test_avs_cache_holds_the_tapped_blocks_and_a_refit_trains_the_decoder(tmp_path):
+    from stgcma.data.spec import build_dataset
+
     source = save_task_checkpoints(tmp_path / "ckpt", tasks=("avs",)) / "avs"
-    with pytest.raises(ConfigError, match="AVS head reads intermediate blocks"):
-        refit_head(source, RefitConfig(data="synthav:seed=0,n=4", out=str(tmp_path / "r")), progress=False)
+    model, _ = load_model(source)
+    data = build_dataset("synthav:seed=0,n=3,mode=s4", "avs", "val", model.config.preprocess)
+    cache = FeatureCache(model, data, "avs", 2, torch.device("cpu"))
+    assert len(cache.taps) == len(model.head.taps)
+    feats, batch = cache.batch(torch.tensor([1, 2]), torch.device("cpu"))
+    with torch.no_grad():
+        cached = model.forward_head(feats)["logits"]
+        items = [data[1], data[2]]
+        direct = model(torch.stack([i["video"] for i in items]), torch.stack([i["audio"] for i in items]))["logits"]
+    torch.testing.assert_close(cached, direct, atol=5e-2, rtol=5e-2)  # the cache holds half precision
+    torch.testing.assert_close(batch["mask"], torch.stack([i["mask"] for i in items]), atol=1e-3, rtol=0)
+
+    before, _ = load_model(source)
+    head0, enc0 = _split(before)
+    cfg = RefitConfig(data="synthav:seed=0,n=6,mode=s4", val_data="synthav:seed=1,n=3,mode=s4",
+                      out=str(tmp_path / "refit"), epochs=2, batch_size=3, warmup_steps=1, dice_weight=1.0)
+    summary = refit_head(source, cfg, progress=False)
+    head1, enc1 = _split(load_model(tmp_path / "refit" / "best")[0])
+    assert all(torch.equal(enc0[k], enc1[k]) for k in enc0), "an AVS refit must leave the encoder as it was"
+    assert "miou" in summary["curve"][-1] and summary["curve"][-1]["steps"] == 4
+    if summary["best_epoch"] > 0:
+        assert any(not torch.equal(head0[k], head1[k]) for k in head0), "the selected decoder is the untrained one"
 
 
 def test_refit_cli_reports_bad_input_in_one_line(tmp_path, capsys):
@@ -100,3 +122,17 @@ def test_question_readout_makes_the_answer_depend_on_the_audio():
     assert out.shape == (6, 16)
     assert not torch.allclose(out, readout(q, audio.flip(0), visual))
     assert not torch.allclose(out, readout(q.flip(1), audio, visual)), "the question must condition the read-out"
+
+
+def test_order_readout_starts_neutral_and_then_tells_early_from_late():
+    from stgcma.heads import QuestionReadout
+
+    torch.manual_seed(0)
+    plain, ordered = QuestionReadout(16), QuestionReadout(16, order=True)
+    ordered.load_state_dict(plain.state_dict(), strict=False)  # a trained read-out gains the order branch
+    q, audio, visual = torch.randn(2, 3, 16), torch.randn(2, 5, 16), torch.randn(2, 3, 5, 16)
+    reversed_ = (q, audio.flip(1), visual.flip(2))
+    torch.testing.assert_close(ordered(q, audio, visual), plain(q, audio, visual))  # zero-initialised branch
+    torch.testing.assert_close(plain(*reversed_), plain(q, audio, visual))  # mean and max ignore the order
+    torch.nn.init.normal_(ordered.order[1].weight)
+    assert not torch.allclose(ordered(*reversed_), ordered(q, audio, visual), atol=1e-4)

@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="ave,avs,avqa", help="comma-separated tasks to (re)train")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the recipe (e.g. 0.05 for a smoke test)")
     parser.add_argument("--skip-pretrain", action="store_true", help="reuse an existing pretrained backbone")
+    parser.add_argument("--refit-only", action="store_true",
+                        help="only the head refit of each task, from the checkpoint already in --out, then the test")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes (SynthAV is made on the fly)")
     parser.add_argument("--quiet", action="store_true")
 
@@ -22,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from stgcma.checkpoint import DEFAULT_DIR
     from stgcma.cli import UserError
+    from stgcma.config import ConfigError
     from stgcma.train.default import RECIPES, build_default
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -31,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.recipe]()
     if args.scale != 1.0:
         recipe = recipe.scaled(args.scale)
-    report = build_default(args.out or DEFAULT_DIR, args.runs, args.device, recipe, tasks, args.skip_pretrain,
-                           progress=not args.quiet, num_workers=args.workers)
+    try:
+        report = build_default(args.out or DEFAULT_DIR, args.runs, args.device, recipe, tasks, args.skip_pretrain,
+                               progress=not args.quiet, num_workers=args.workers, refit_only=args.refit_only)
+    except ConfigError as err:
+        raise UserError(str(err)) from None
     print(json.dumps({"seconds": report["seconds"], "test": report["test"]}, indent=2))
     return 0

@@ -3,8 +3,10 @@
 Each clip of ``--data`` is encoded once by the checkpoint's frozen encoder; the head alone then trains
 for ``--epochs`` on those features (``stgcma.train.head_refit``). For AVQA, ask many questions per
 clip (``synthav:...,questions=32``): a head step costs little, so the head sees far more questions
-than joint training can afford. ``--set head.KEY=VALUE`` changes the head's config first (modules it
-adds start from their initialisation). The best epoch on ``--val-data`` is written to ``OUT/best``.
+than joint training can afford. For AVS the decoder's tapped blocks are cached too (``--dice-weight``
+adds the soft Dice loss the default's AVS recipe trains with). ``--set head.KEY=VALUE`` changes the
+head's config first (modules it adds start from their initialisation). The best epoch on
+``--val-data`` is written to ``OUT/best``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from stgcma.cli import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="a checkpoint or run folder, or 'default' (the embedded default; needs --task)")
-    parser.add_argument("--task", choices=["ave", "avqa"], default=None,
+    parser.add_argument("--task", choices=["ave", "avs", "avqa"], default=None,
                         help="which checkpoint of a multi-task folder such as 'default'")
     parser.add_argument("--data", required=True, help="training clips: a dataset folder or synthav:seed=S,n=N[,...]")
     parser.add_argument("--val-data", default=None, help="validation clips (default: the val split of --data)")
@@ -26,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16, help="clips per step, each with all its questions")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--dice-weight", type=float, default=0.0,
+                        help="AVS: weight of the soft Dice loss beside the per-pixel BCE (the default's recipe: 1.0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers that render/decode clips")
@@ -44,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = resolve_source(args.checkpoint, args.task)
         cfg = RefitConfig(data=args.data, val_data=args.val_data, out=args.out, epochs=args.epochs,
-                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                          num_workers=args.workers, head_overrides=list(args.head_overrides))
+                          batch_size=args.batch_size, lr=args.lr, dice_weight=args.dice_weight, seed=args.seed,
+                          device=args.device, num_workers=args.workers, head_overrides=list(args.head_overrides))
         summary = refit_head(source, cfg, progress=not args.quiet)
     except (CheckpointError, ConfigError, ValueError, FileNotFoundError, KeyError) as err:
         raise UserError(str(err).splitlines()[0]) from None
