@@ -13,11 +13,6 @@ from stgcma.checkpoint import DEFAULT_DIR, load_model
 from stgcma.data.spec import build_dataset
 from stgcma.train.loop import _collate
 
-KNOWN_DEFECT = pytest.mark.xfail(strict=True, reason=(
-    "issue 11: the shipped AVQA default reads the frames and the soundtrack but not the segment order. After the "
-    "second 2026-12-04 head refit (with the question read-out, test 55.1%) another clip's video changes 55% of the "
-    "answers to visual questions and another clip's audio 39% of the answers to audio questions, but reversing time "
-    "changes 1% of the temporal answers. Remove this marker when a recipe makes it use the order."))
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "avqa").is_dir(), reason="no embedded AVQA default")
 N = 96
 
@@ -65,7 +60,6 @@ def test_other_clips_audio_changes_answers_to_audio_questions(model_and_batch):
     assert _share_changed(own, swapped, batch["qtype"], "Audio/") > 0.2
 
 
-@KNOWN_DEFECT
 def test_reversed_segment_order_changes_answers_to_temporal_questions(model_and_batch):
     model, batch = model_and_batch
     own = _answers(model, batch["video"], batch["audio"], batch["question"])
