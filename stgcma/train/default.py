@@ -160,6 +160,18 @@ def _refit(selected: Path, task: str, t: TaskRecipe, recipe: DefaultRecipe, runs
     return Path(summary["run"]) / summary["selected"]
 
 
+def _train_jointly(task: str, t: TaskRecipe, recipe: DefaultRecipe, backbone: Path, runs: Path, device: str,
+                   progress: bool, num_workers: int) -> Path:
+    """Adapters and head of one task on fresh clips every epoch; returns the selected checkpoint's folder."""
+    questions = f"questions={t.questions}" if t.questions > 1 else ""
+    cfg = TrainConfig(task=task, preset=recipe.preset,
+                      data=_spec(TRAIN_SEED, t.n_train, recipe.world, t.world, questions, "fresh=1"),
+                      val_data=_spec(VAL_SEED, t.n_val, recipe.world, t.world), out=str(runs / task),
+                      epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, head_lr_scale=1.0, warmup_epochs=1.0,
+                      seed=0, device=device, amp=recipe.amp, num_workers=num_workers, **t.train)
+    overrides = [f"backbone.pretrained={backbone.resolve()}", *t.overrides]
+    summary = fit(cfg, overrides, progress=progress)
+    return Path(summary["run"]) / summary["selected"]
 
 
 def _install(selected: Path, target: Path) -> None:
@@ -228,25 +240,12 @@ def build_default(out: str | Path = DEFAULT_DIR, runs: str | Path = "runs/defaul
     for task in tasks:
         t = recipe.tasks[task]
         task_start = time.time()
-        if refit_only:
-            selected = _refit(out / task, task, t, recipe, runs, device, progress, num_workers, report)
-            _install(selected, out / task)
-            report["seconds"][f"{task}_refit"] = time.time() - task_start
-            _test(out, task, t, recipe, device, progress, num_workers, report)
-            continue
-        questions = f"questions={t.questions}" if t.questions > 1 else ""
-        cfg = TrainConfig(task=task, preset=recipe.preset,
-                          data=_spec(TRAIN_SEED, t.n_train, recipe.world, t.world, questions, "fresh=1"),
-                          val_data=_spec(VAL_SEED, t.n_val, recipe.world, t.world), out=str(runs / task),
-                          epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, head_lr_scale=1.0, warmup_epochs=1.0,
-                          seed=0, device=device, amp=recipe.amp, num_workers=num_workers, **t.train)
-        overrides = [f"backbone.pretrained={backbone.resolve()}", *t.overrides]
-        summary = fit(cfg, overrides, progress=progress)
-        selected = Path(summary["run"]) / summary["selected"]
+        selected = out / task if refit_only else _train_jointly(task, t, recipe, backbone, runs, device, progress,
+                                                                  num_workers)
         if t.refit is not None:
             selected = _refit(selected, task, t, recipe, runs, device, progress, num_workers, report)
         _install(selected, out / task)
-        report["seconds"][task] = time.time() - task_start
+        report["seconds"][f"{task}_refit" if refit_only else task] = time.time() - task_start
         _test(out, task, t, recipe, device, progress, num_workers, report)
     report["seconds"]["total"] = time.time() - start
     previous = out / "quality.json"
