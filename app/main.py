@@ -52,9 +52,16 @@ CSS = """
 .stg-note { font-size: 0.85em; opacity: 0.8; }
 .stg-key { display: flex; align-items: center; gap: 6px; flex-wrap: wrap; }
 .stg-swatch { display: inline-block; width: 64px; height: 12px; border-radius: 3px; border: 1px solid #d1d5db; }
+.stg-player { position: relative; width: 100%; height: 320px; background: #111; border-radius: 6px; overflow: hidden; }
+.stg-player video, .stg-player .stg-layer { position: absolute; inset: 0; width: 100%; height: 100%;
+  object-fit: contain; }
+.stg-player .stg-layer { pointer-events: none; opacity: 0; }
+.stg-player-empty { display: flex; align-items: center; justify-content: center; height: 100%; padding: 16px;
+  color: #d1d5db; text-align: center; font-size: 0.95em; }
 """
 MODEL_QUEUE = "model"
 LOAD_QUEUE = "model-load"
+RENDER_QUEUE = "render"
 
 
 def find_examples(folder: str | Path = EXAMPLES_DIR) -> list[str]:
@@ -127,16 +134,20 @@ def build_demo(ctx: AppContext | None = None) -> gr.Blocks:
         seconds = [attention.second, attribution.second]
 
         analysis = dict(fn=analyze.analyze, inputs=[analyze.video, session], outputs=analyze.outputs(session),
-                        show_progress_on=[analyze.overlay], **model)
+                        show_progress_on=[analyze.player], **model)
         after_analysis = [dict(fn=analyze.seconds_range, inputs=[session], outputs=seconds, **quiet),
-                          dict(fn=ask.suggest, inputs=[session], outputs=[ask.chips], **quiet)]
+                          dict(fn=ask.suggest, inputs=[session], outputs=[ask.chips], **quiet),
+                          dict(fn=analyze.finish, inputs=[session], outputs=[analyze.files, analyze.player,
+                                                                             analyze.status],
+                               show_progress_on=[analyze.files], concurrency_id=RENDER_QUEUE,
+                               concurrency_limit=max(1, ctx.limits.concurrency), **private)]
         starts = [analyze.button.click(**analysis)]
         if analyze.gallery is not None:
             starts.append(analyze.gallery.select(analyze.pick_example, None, [analyze.video], **quiet).then(**analysis))
         for start in starts:
             for step in after_analysis:
                 start = start.then(**step)
-        analyze.table.select(analyze.seek, [session], [analyze.overlay, *seconds, analyze.status], **quiet)
+        analyze.table.select(analyze.seek, [session], [analyze.player, *seconds, analyze.status], **quiet)
 
         ask_args = dict(fn=ask.ask, inputs=[ask.question, ask.chat, session, analyze.video],
                         outputs=[ask.chat, ask.question, session, ask.status], **model)

@@ -31,6 +31,7 @@ from app import jobs as jobs_module
 from app.errors import GENERIC_MESSAGE
 from app.jobs import JobError, JobManager, JobSpec, checkpoint_of, log_tail, read_curves
 from app.main import build_demo, make_context
+from app.player import FILE_ROUTE
 from app.state import AppContext, Session
 from app.tabs.analyze import AnalyzeTab
 from app.tabs.ask import AskTab
@@ -39,6 +40,7 @@ from app.tabs.attribution import AttributionTab
 from app.tabs.model import ModelPanel, default_available
 from app.tabs.train import TrainTab
 from stgcma.checkpoint import CheckpointError
+from stgcma.media.render import DEFAULT_COLOR
 from tests.conftest import save_task_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,23 @@ TASKS = ("ave", "avs", "avqa")
 
 def noop(*args, **kwargs) -> None:
     """Stands in for gr.Progress outside a request."""
+
+
+def _served(url: str) -> Path:
+    """The file behind a player URL (``gradio_api/file=<quoted path>``)."""
+    from urllib.parse import unquote
+
+    return Path(unquote(url[len(FILE_ROUTE):]))
+
+
+def _png(data_uri: str) -> np.ndarray:
+    """A ``data:image/png;base64,...`` URI as an RGBA array."""
+    import base64
+
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(base64.b64decode(data_uri.split(",", 1)[1]), np.uint8), cv2.IMREAD_UNCHANGED)
+    return image[..., [2, 1, 0, 3]]
 
 
 def is_skip(value) -> bool:
@@ -114,17 +133,33 @@ def test_app_starts_without_a_model_and_says_how_to_get_one(tmp_path, clips):
     assert TrainTab(ctx).poll(None)[-2] == ""
 
 
-def test_analyze_returns_overlay_timeline_table_and_downloads(ctx, clips, analysed):
-    out = AnalyzeTab(ctx).analyze(str(clips["good"]), Session(), progress=noop)
+def test_analyze_returns_player_timeline_table_and_downloads(ctx, clips, analysed):
+    tab = AnalyzeTab(ctx)
+    out = tab.analyze(str(clips["good"]), Session(), progress=noop)
     overlay, timeline, table, files, facts, warnings, session, status = out
-    assert Path(overlay["value"]).name == "overlay.mp4" and Path(overlay["value"]).stat().st_size > 0
+    player = overlay["value"]  # the clip as uploaded, one mask layer per second over it
+    assert player["mode"] == "layers" and player["src"].startswith(FILE_ROUTE) and len(player["layers"]) == 6
+    assert _served(player["src"]).read_bytes() == clips["good"].read_bytes()
+    for layer, mask in zip(player["layers"], json.loads(Path(session.out_dir, "result.json").read_text())["files"][
+            "masks"], strict=True):
+        rgba = _png(layer)
+        assert rgba.shape[2] == 4 and (rgba[..., :3] == DEFAULT_COLOR).all() and rgba[..., 3].max() <= 128
+        assert Path(mask).exists()
     assert Path(timeline).suffix == ".png"
     table = table["value"]
     assert isinstance(table, pd.DataFrame) and len(table) == session.num_segments == 6
     assert list(table["second"]) == list(range(6))
     assert {"event", "prob.", "background", "mask area"} <= set(table.columns)
-    names = {Path(f).name for f in files}
-    assert {"overlay.mp4", "masks.zip", "result.json", "timeline.png"} <= names
+    assert {Path(f).name for f in files} == {"masks.zip", "result.json", "timeline.png"}  # before finish()
+    downloads, same_player, banner = tab.finish(session, progress=noop)  # then the overlay mp4 is rendered
+    assert is_skip(same_player) and is_skip(banner)  # the page keeps playing the original
+    overlay_mp4 = Path(downloads[0])
+    assert overlay_mp4.name == "overlay.mp4" and overlay_mp4.stat().st_size > 0
+    assert {Path(f).name for f in downloads} == {"overlay.mp4", "masks.zip", "result.json", "timeline.png"}
+    assert not list(overlay_mp4.parent.glob(".overlay-*"))  # no partial file left behind
+    assert json.loads(Path(session.out_dir, "result.json").read_text())["files"]["overlay"] == str(overlay_mp4)
+    assert all(is_skip(o) for o in tab.finish(session, progress=noop))  # rendered once
+    files = downloads
     with zipfile.ZipFile(next(f for f in files if f.endswith("masks.zip"))) as z:
         assert len([n for n in z.namelist() if n.endswith(".png")]) == 6
     result = json.loads(Path(next(f for f in files if f.endswith("result.json"))).read_text())
@@ -136,8 +171,36 @@ def test_analyze_returns_overlay_timeline_table_and_downloads(ctx, clips, analys
     assert result["clip"] == name and "original audio" in overlay["label"]
 
 
+def _remux(src: Path, dst: Path, fmt: str) -> Path:
+    """The same streams in another container (no re-encoding)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format=fmt) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux():
+            if packet.dts is not None and packet.stream.index in streams:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dst
+
+
+def test_a_clip_browsers_cannot_play_is_shown_as_the_rendered_overlay(ctx, clips, tmp_path):
+    tab = AnalyzeTab(ctx)
+    out = tab.analyze(str(_remux(clips["good"], tmp_path / "clip.mkv", "matroska")), Session(), progress=noop)
+    player, session = out[0]["value"], out[6]
+    assert session.num_segments == 6 and "stg-ok" in out[-1]
+    assert player["mode"] == "pending" and player["src"] is None and "does not play in a browser" in player["message"]
+    downloads, shown, banner = tab.finish(session, progress=noop)
+    assert shown["value"]["mode"] == "baked" and not shown["value"]["layers"] and is_skip(banner)
+    assert _served(shown["value"]["src"]).read_bytes() == Path(downloads[0]).read_bytes()  # the overlay mp4
+    seek = tab.seek(session, gr.SelectData(None, {"index": [2, 0], "value": "x", "row_value": [2]}))[0]["value"]
+    assert seek["mode"] == "baked" and seek["seek"][0] == 2.0
+
+
 def test_reanalysing_a_cached_clip_keeps_every_download(ctx, clips, analysed):
     tab = AnalyzeTab(ctx)
+    session = tab.analyze(str(clips["good"]), Session(), progress=noop)[6]
+    tab.finish(session, progress=noop)
     first = {Path(f).name for f in tab.analyze(str(clips["good"]), Session(), progress=noop)[3]}
     copy = Path(analysed.out_dir).parent / "same-content.mp4"
     shutil.copy(clips["good"], copy)  # another upload of the same clip: decoded and analysed from the cache
@@ -200,7 +263,10 @@ def test_unexpected_errors_are_logged_not_shown(ctx, clips, monkeypatch, caplog)
 def test_clicking_a_second_seeks_the_video_and_the_viewers(ctx, analysed):
     event = gr.SelectData(None, {"index": [3, 2], "value": "x", "row_value": [3]})
     video, second_a, second_b, status = AnalyzeTab(ctx).seek(analysed, event)
-    assert video["playback_position"] == 3.0 and second_a == second_b == 3 and status == ""
+    assert video["value"]["seek"][0] == 3.0 and second_a == second_b == 3 and status == ""
+    again = AnalyzeTab(ctx).seek(analysed, event)[0]["value"]["seek"]
+    assert again[0] == 3.0 and again[1] != video["value"]["seek"][1]  # a second click on the row seeks again
+    assert video["value"]["src"] and len(video["value"]["layers"]) == 6  # the same clip: the page keeps it
     first, second = AnalyzeTab(ctx).seconds_range(analysed)
     assert first["maximum"] == 5 and first["interactive"]
     for hint in (first["info"], second["info"]):  # the Second hint of Attention and Attribution
@@ -535,12 +601,15 @@ def test_about_shows_the_card_parameter_counts_quality_and_the_limitation(ctx, t
     graded = tmp_path / "graded"  # a model folder with a quality report, as build-default writes one
     shutil.copytree(tiny_checkpoints / "avqa", graded / "avqa")
     (graded / "quality.json").write_text(json.dumps({
-        "recipe": {"world": "world=music,classes=14", "tasks": {"avqa": {"n_train": 400, "epochs": 8, "world": ""}}},
+        "recipe": {"world": "world=music,classes=14", "tasks": {"avqa": {"n_train": 400, "epochs": 8, "world": "",
+                                                                        "refit": {"n_train": 3000, "epochs": 14,
+                                                                                  "questions": 16}}}},
         "test": {"avqa": {"data": "synthav:seed=300,n=1000", "accuracy": 0.373}},
         "bounds": {"avqa": {"ceiling": 1.0, "floor": 0.353}}, "note": "Measured with python -m stgcma eval."}))
     text = about_markdown(Predictor.from_pretrained(str(graded)), "graded")
     assert "overall accuracy **37.3%** (ceiling 100.0%, question-only floor 35.3%)" in text
     assert "SynthAV `world=music,classes=14`: 400 fresh clips per epoch for 8 epochs" in text
+    assert "then the head alone refitted on the frozen encoder's features of 3000 clips x 16 questions" in text
     assert "knows its own synthetic world, not real footage" in text and "Measured with" in text
 
 
@@ -593,7 +662,7 @@ def test_model_work_shares_one_bounded_queue_and_shows_one_progress(ctx):
         assert dep.concurrency_id == MODEL_QUEUE and dep.concurrency_limit == ctx.limits.concurrency, dep.name
     others = [d for d in _dependencies(demo) if d.name not in model_fns]
     assert others and all(d.concurrency_id != MODEL_QUEUE for d in others)
-    overlay = next(b for b in demo.blocks.values() if isinstance(b, gr.Video) and "AVS overlay" in str(b.label))
+    overlay = next(b for b in demo.blocks.values() if isinstance(b, gr.HTML) and "AVS overlay" in str(b.label))
     analyses = [d for d in deps if d.name == "analyze"]
     assert len(analyses) == 2  # the Analyze button and a click on the examples gallery
     for analyze in analyses:
@@ -614,10 +683,12 @@ def test_the_duration_limit_cuts_the_analysis_and_the_overlay(tiny_checkpoints, 
     short = make_context(str(tiny_checkpoints), "cpu", runs=tmp_path / "runs", work_dir=tmp_path / "work",
                          limits=AppLimits(max_duration_s=3))
     assert "3 s" in short.limits.text()
-    out = AnalyzeTab(short).analyze(str(clips["good"]), Session(), progress=noop)  # a 6-second clip
+    tab = AnalyzeTab(short)
+    out = tab.analyze(str(clips["good"]), Session(), progress=noop)  # a 6-second clip
     session = out[6]
     assert session.num_segments == 3 and any("3" in w for w in session.warnings), session.warnings
-    with av.open(out[0]["value"]) as container:
+    assert len(out[0]["value"]["layers"]) == 3  # the page shows no mask after the analysed part
+    with av.open(tab.finish(session, progress=noop)[0][0]) as container:
         assert float(container.duration / av.time_base) <= 3.5
 
 
@@ -884,9 +955,17 @@ def test_beyond_the_queue_bound_the_client_is_told_to_try_again(live_app, clips)
     assert busy and all("try again" in o.lower() for o in busy), outcomes  # ...the ones beyond the bound hear why
 
 
+PLAYER_STATE = """() => {
+    const video = document.querySelector('.stg-player video');
+    const layers = Array.from(document.querySelectorAll('.stg-player img.stg-layer'));
+    return {mode: document.querySelector('.stg-player').dataset.mode, ready: video ? video.readyState : -1,
+            time: video ? video.currentTime : -1, opacity: layers.map(l => Number(l.style.opacity || 0))};
+}"""
+
+
 @pytest.mark.slow
 def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path):
-    """Launch ``python app.py``, upload a clip, Analyze, wait for the overlay video, take screenshots."""
+    """Launch ``python app.py``, upload a clip, Analyze, seek the player, wait for the overlay mp4, take screenshots."""
     if os.environ.get("CI") != "true":  # .ci/run installs both: in CI a missing one is a failure, not a skip
         if not Path("/usr/bin/chromium").exists():
             pytest.skip("needs Debian's Chromium: apt-get install -y chromium")
@@ -911,10 +990,14 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
             page.locator(".stg-ok", has_text="Analysed").wait_for(timeout=120_000)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(shots / "analyze.png"), full_page=True)
+            player = page.evaluate(PLAYER_STATE)
+            assert player["mode"] == "layers" and player["ready"] >= 1 and len(player["opacity"]) == 6, player
             page.get_by_text("0:03", exact=True).first.click()
             page.wait_for_timeout(1000)
-            times = page.evaluate("Array.from(document.querySelectorAll('video')).map(v => v.currentTime)")
-            assert any(abs(t - 3.0) < 0.6 for t in times), times
+            player = page.evaluate(PLAYER_STATE)  # t = 3 s: halfway between the centres of seconds 2 and 3
+            assert abs(player["time"] - 3.0) < 0.05 and player["opacity"] == [0, 0, 0.5, 0.5, 0, 0], player
+            page.wait_for_function("document.body.innerText.replace(/\\s+/g, '').includes('overlay.mp4')",
+                                   timeout=120_000)  # the rendered overlay joins the downloads
             page.get_by_role("tab", name="Ask").click()
             page.get_by_placeholder("Is the violin playing?").fill("How many objects are sounding in the video?")
             page.get_by_role("button", name="Ask", exact=True).click()
@@ -1003,3 +1086,16 @@ def test_chat_answers_read_as_people_write_them():
     text = answer_markdown({"answer": "church_bell", "probability": 0.4, "alternatives": [("acoustic_guitar", 0.2)],
                             "unknown_words": [], "warnings": []}, "clip.mp4")
     assert text.startswith("**church bell** (confidence") and "acoustic guitar (" in text and "_" not in text
+
+
+def test_a_background_second_where_another_class_tops_says_so():
+    from types import SimpleNamespace
+
+    from app.tabs.analyze import per_second_table
+
+    ave = {"labels": ["Flute", "background", "background"], "label_ids": [0, 2, 2], "background_index": 2,
+           "class_names": ["Flute", "Bell", "background"], "confidence": [0.9, 0.9, 0.01],
+           "probs": [[0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.01, 0.98, 0.01]]}  # second 2: a Bell, not the event
+    table = per_second_table(SimpleNamespace(ave=ave, avs=None))
+    assert list(table["event"]) == ["Flute", "background (no event)",
+                                    "background: not the clip's event (top: Bell, 98%)"]

@@ -20,12 +20,14 @@ def tiny(tmp_path_factory):
 def test_end_to_end_bench_splits_the_apps_path_and_fits_the_scaling(tiny):
     result = benchmarks.bench_e2e(str(tiny), seconds=3, size=(160, 96), repeats=1, scaling=(2, 4, 8),
                                   scaling_size=(96, 64))
-    for phase in ("decode", "model", "render", "requery", "viewer", "explanations"):
+    for phase in ("decode", "model", "render", "overlay_video", "requery", "viewer", "explanations"):
         assert result[f"{phase}_seconds"] > 0, phase
     assert result["tasks"] == "ave,avs,avqa"
     assert result["analysis_seconds"] == pytest.approx(
         result["decode_seconds"] + result["model_seconds"] + result["render_seconds"])
     assert result["analysis_ratio_vs_decode_plus_model"] >= 1.0
+    assert result["overlay_video_ratio_vs_decode_plus_model"] == pytest.approx(
+        result["overlay_video_seconds"] / (result["decode_seconds"] + result["model_seconds"]))
     assert set(result["scaling_seconds"]) == {"2", "4", "8"}
     assert math.isfinite(result["scaling_exponent"])  # its value is read off the benchmark, not asserted
     assert result["requery_ratio"] == pytest.approx(result["requery_seconds"] / result["analysis_seconds"])

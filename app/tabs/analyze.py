@@ -1,7 +1,9 @@
-"""Analyze tab: upload a clip -> AVS overlay video, AVE timeline and per-second table, downloads.
+"""Analyze tab: upload a clip -> the clip with its AVS masks, AVE timeline and per-second table, downloads.
 
 The outputs come from ``stgcma.report.write_report`` (the same files as ``python -m stgcma
-analyze``); clicking a row of the per-second table seeks the video to that second. Results carry
+analyze``). The results show as soon as the model has run: the player (``app.player``) draws the
+masks over the original clip in the page, and the overlay mp4 for the downloads is rendered after
+(``finish``). Clicking a row of the per-second table seeks the video to that second. Results carry
 the clip's name; after a failed analysis the previous clip's results stay, marked as stale.
 ``api_analyze`` is the same work as the ``/analyze`` API endpoint (errors raise ``gr.Error``).
 """
@@ -21,11 +23,12 @@ import gradio as gr
 import pandas as pd
 
 from app.errors import api_errors, guarded, status_html, user_message, warnings_html
+from app.player import build_player, player_value
 from app.render import clock, percent
 from app.state import AppContext, Session, prune_results
 from app.world import other_warnings, world_html
 from stgcma.media.render import DEFAULT_COLOR
-from stgcma.report import write_report
+from stgcma.report import write_overlay_video, write_report
 
 PROGRESS = gr.Progress()  # Gradio finds progress trackers by their default value
 TABLE_HEADERS = ["second", "time", "event", "prob.", "background", "mask area"]
@@ -40,7 +43,7 @@ def per_second_table(analysis: Any, segment_seconds: float = 1.0) -> pd.DataFram
         row = {"second": i, "time": clock(i * segment_seconds)}
         if ave is not None:
             top, bg = int(ave["label_ids"][i]), int(ave["background_index"])
-            row["event"] = "background (no event)" if top == bg else ave["labels"][i]
+            row["event"] = ave["labels"][i] if top != bg else background_text(ave, i)
             row["prob."] = percent(float(ave["confidence"][i]))
             row["background"] = percent(float(ave["probs"][i][bg]))
         else:
@@ -48,6 +51,17 @@ def per_second_table(analysis: Any, segment_seconds: float = 1.0) -> pd.DataFram
         row["mask area"] = percent(float(avs["area"][i])) if avs is not None else ""
         rows.append(row)
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
+
+
+def background_text(ave: dict[str, Any], i: int) -> str:
+    """A second decoded as background; when another class tops it, say so: the clip decode ("one event
+    per clip", ``stgcma.heads.decode_ave``) keeps only the clip's event class, so a second where a
+    different object sounds is background for AVE, not silence."""
+    probs = ave["probs"][i]
+    best = int(max(range(len(probs)), key=lambda c: probs[c]))
+    if best == int(ave["background_index"]):
+        return "background (no event)"
+    return f"background: not the clip's event (top: {ave['class_names'][best]}, {percent(float(probs[best]))})"
 
 
 def clip_objects(ave: dict[str, Any] | None) -> list[str]:
@@ -106,6 +120,7 @@ class Report:
     """One finished analysis: what the page and the API show."""
 
     result: dict[str, Any]
+    player: dict[str, Any]
     overlay: str | None
     timeline: str | None
     downloads: list[str]
@@ -116,6 +131,23 @@ class Report:
 
 def clip_name(video: str | None) -> str:
     return Path(video).name if video else ""
+
+
+def read_result(session: Session) -> dict[str, Any] | None:
+    """The result.json of the session's last analysis (None before one, or once pruned)."""
+    if not session.out_dir:
+        return None
+    path = Path(session.out_dir, "result.json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def downloads_of(out: Path, result: dict[str, Any]) -> list[str]:
+    """The download list of one analysis: the overlay mp4 (once rendered), masks, result.json, timeline."""
+    files = result.get("files", {})
+    downloads = [files["overlay"]] if "overlay" in files else []
+    if files.get("masks"):
+        downloads.append(str(out / "masks.zip"))
+    return downloads + [str(out / "result.json")] + ([files["timeline"]] if "timeline" in files else [])
 
 
 class AnalyzeTab:
@@ -138,7 +170,7 @@ class AnalyzeTab:
                 gr.Markdown(self.ctx.limits.text(), elem_classes=["stg-note"])
                 self.facts = gr.HTML()
             with gr.Column(scale=1):
-                self.overlay = gr.Video(label=overlay_label(), interactive=False, height=320)
+                self.player = build_player(overlay_label())
                 gr.HTML(colour_key_html())
                 self.warnings = gr.HTML()
                 self.status = gr.HTML()
@@ -163,10 +195,13 @@ class AnalyzeTab:
         return items[int(index)].path if 0 <= int(index) < len(items) else gr.skip()
 
     def outputs(self, session: gr.State) -> list[Any]:
-        return [self.overlay, self.timeline, self.table, self.files, self.facts, self.warnings, session, self.status]
+        return [self.player, self.timeline, self.table, self.files, self.facts, self.warnings, session, self.status]
 
-    def run(self, video: str | None, session: Session, progress: Any = None) -> Report:
-        """Decode and run every loaded task, then write the overlay, masks, timeline and result.json."""
+    def run(self, video: str | None, session: Session, progress: Any = None, overlay_video: bool = False) -> Report:
+        """Decode and run every loaded task, then write the mask layers, masks, timeline and result.json.
+
+        ``overlay_video``: render the overlay mp4 now (the API); the page gets it from ``finish``.
+        """
         if not video:
             raise ValueError("Upload a video or pick an example first.")
         progress = progress or (lambda *a, **k: None)
@@ -175,28 +210,28 @@ class AnalyzeTab:
         started = time.perf_counter()
         progress(0.0, desc="Decoding")
         analysis = predictor.analyze(video, progress=lambda f: progress(0.3 * float(f), desc="Decoding"))
-        progress(0.35, desc="Rendering the overlay")
+        progress(0.35, desc="Drawing the results")
         model_tag = (hashlib.sha1(session.model.encode()).hexdigest()[:8] if session.model
                      else f"model{holder.generation}")
         out = Path(self.ctx.work_dir) / f"{analysis.key[:16]}-{model_tag}"
         name = clip_name(video)
         extras = {"clip": name, "model": holder.model_label(session)}
-        result = write_report(predictor, video, analysis, out, extras=extras,
+        result = write_report(predictor, video, analysis, out, extras=extras, explain=False,
+                              overlay_video=overlay_video, overlay_layers=not overlay_video,
                               progress=lambda f: progress(0.35 + 0.6 * float(f), desc="Rendering the overlay"))
         prune_results(Path(self.ctx.work_dir), self.ctx.limits.max_results, out)
         files = result["files"]
-        downloads = [files["overlay"]] if "overlay" in files else []
         if files.get("masks"):  # from the result, not from what a folder listing happens to show
-            downloads.append(shutil.make_archive(str(out / "masks"), "zip", out / "masks"))
-        downloads += [str(out / "result.json")] + ([files["timeline"]] if "timeline" in files else [])
+            shutil.make_archive(str(out / "masks"), "zip", out / "masks")
         facts = analysis.facts
         segment_seconds = float(facts.get("segment_seconds", 1.0))
         new_session = dataclasses.replace(session, video=video, key=analysis.key, out_dir=str(out), clip_name=name,
                                           num_segments=int(facts.get("num_segments", 0)),
                                           segment_seconds=segment_seconds, has_audio=bool(facts.get("has_audio", True)),
                                           warnings=list(analysis.warnings), objects=clip_objects(analysis.ave))
-        return Report(result, files.get("overlay"), files.get("timeline"), downloads,
-                      per_second_table(analysis, segment_seconds), new_session, time.perf_counter() - started)
+        return Report(result, player_value(video, result, segment_seconds), files.get("overlay"),
+                      files.get("timeline"), downloads_of(out, result), per_second_table(analysis, segment_seconds),
+                      new_session, time.perf_counter() - started)
 
     def analyze(self, video: str | None, session: Session, progress: Any = PROGRESS) -> tuple[Any, ...]:
         """The Analyze button: every output of one analysis; on failure the old results are marked stale."""
@@ -214,7 +249,7 @@ class AnalyzeTab:
         note = f" (no {' or '.join(missing)} model loaded)" if missing else ""
         done = status_html(f"Analysed {new.clip_name}: {new.num_segments} seconds in {report.seconds:.1f} s{note}. "
                            "Click a row of the table to jump to that second.", "ok")
-        overlay = gr.update(value=report.overlay or video, label=overlay_label(new.clip_name, new.has_audio))
+        overlay = gr.update(value=report.player, label=overlay_label(new.clip_name, new.has_audio))
         table = gr.update(value=report.table, label=f"{new.clip_name}, per second: click a row to seek the video")
         scene = next((e.label for e in self.example_items() if e.key == new.key), "")
         return (overlay, report.timeline, table, report.downloads,
@@ -233,16 +268,37 @@ class AnalyzeTab:
     @api_errors
     def api_analyze(self, video: str | None, progress: Any = PROGRESS) -> tuple[dict[str, Any], str | None, str | None]:
         """``/analyze``: a clip in -> (result.json as a dict, overlay mp4, AVE timeline png); errors raise gr.Error."""
-        report = self.run(video, Session(), progress)
+        report = self.run(video, Session(), progress, overlay_video=True)
         result = json.loads(Path(report.session.out_dir, "result.json").read_text())
         return result, report.overlay, report.timeline
 
+    @guarded(3)
+    def finish(self, session: Session, progress: Any = PROGRESS) -> tuple[Any, ...]:
+        """After the results show: render the overlay mp4 for the downloads (and for the player when the clip
+        does not play in a browser as it is). Nothing to do when it exists or when nothing was analysed."""
+        result = read_result(session)
+        if result is None or "overlay" in result.get("files", {}) or not result.get("avs"):
+            return gr.skip(), gr.skip(), gr.skip()
+        predictor = self.ctx.holder.require(session)
+        analysis = predictor.analyze(session.video)  # from the predictor's cache: no decoding, no model
+        progress(0.0, desc="Rendering the overlay video")
+        write_overlay_video(predictor, session.video, analysis, session.out_dir,
+                            progress=lambda f: progress(float(f), desc="Rendering the overlay video"))
+        result = read_result(session)
+        player = gr.skip() if result.get("browser_playable") else gr.update(
+            value=player_value(session.video, result, session.segment_seconds))
+        return downloads_of(Path(session.out_dir), result), player, gr.skip()
+
     @guarded(4)
     def seek(self, session: Session, evt: gr.SelectData) -> tuple[Any, ...]:
-        """A click on the table: seek the overlay video to that second and point the viewers at it."""
+        """A click on the table: seek the player to that second and point the viewers at it."""
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         second = int(row)
-        return gr.update(playback_position=second * session.segment_seconds), second, second, ""
+        result = read_result(session)
+        if result is None:
+            return gr.skip(), second, second, ""
+        value = player_value(session.video, result, session.segment_seconds, seek=second * session.segment_seconds)
+        return gr.update(value=value), second, second, ""
 
     def seconds_range(self, session: Session) -> tuple[Any, Any]:
         """After an analysis: the viewers' second sliders span the clip, and their hint says which clip."""

@@ -11,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["all", "model", "train", "e2e", "decode", "synth", "cache"],
                         help="all (default): model for three backbones, train and e2e in one run, one JSON with "
                         "every ratio; model: STG-CMA vs bare frozen tower; e2e: a 10-s clip through the app's path "
-                        "(decode, model, rendering, explanations, a second question) and analysis time vs clip "
+                        "(decode, model, rendering, the overlay mp4, explanations, a second question) and analysis "
+                        "time vs clip "
                         "length (5-80 s) with the fit's exponent; train: training step time and peak memory vs "
                         "LAVISH, linear probe, full fine-tuning and activation checkpointing; decode: media decoding "
                         "vs one small-backbone forward; synth: SynthAV clip generation; cache: items/s of a prepared "
@@ -101,9 +102,10 @@ def _print_all(result: dict) -> None:
     if e2e:
         clip = f"{e2e['clip_seconds']:.0f}-s {e2e['clip_size']} clip"
         print(f"\nend to end ({clip}, {e2e['checkpoint']}: {e2e['tasks']})")
-        for phase in ("decode", "model", "render", "explanations", "requery", "viewer"):
+        names = {"render": "render (what the page shows)", "overlay_video": "overlay mp4 (after, for downloads)"}
+        for phase in ("decode", "model", "render", "overlay_video", "explanations", "requery", "viewer"):
             if f"{phase}_seconds" in e2e:
-                print(f"  {phase:40s} {e2e[phase + '_seconds']:8.3f} s")
+                print(f"  {names.get(phase, phase):40s} {e2e[phase + '_seconds']:8.3f} s")
         print("  scaling (" + e2e["scaling_size"] + "): " + ", ".join(
             f"{k} s -> {v:.2f} s" for k, v in e2e["scaling_seconds"].items()))
     print("\nratios")

@@ -95,6 +95,7 @@ class DecodedClip:
     truncated: bool = False
     damaged: bool = False
     warnings: list[str] = field(default_factory=list)
+    pixel_format: str | None = None
 
     def facts(self) -> dict[str, object]:
         """JSON-friendly summary (everything except the arrays)."""
@@ -389,6 +390,7 @@ def decode_clip(
                 f"{p.name} uses a video codec the bundled FFmpeg cannot decode") from err
         fps = _fps(stream)
         video_codec = stream.codec_context.codec.canonical_name
+        pixel_format = stream.codec_context.format.name if stream.codec_context.format is not None else None
         coded = (stream.codec_context.width, stream.codec_context.height)
         fmt = container.format.name
         start = _start_time(stream)
@@ -421,7 +423,7 @@ def decode_clip(
         audio_codec=audio["codec"], audio_channels=int(audio["channels"] or 0),
         audio_sample_rate=audio["rate"], has_audio=has_audio,
         file_bytes=size, decode_mode=str(info["mode"]), truncated=truncated, damaged=damaged,
-        warnings=warnings,
+        warnings=warnings, pixel_format=pixel_format,
     )
 
 
