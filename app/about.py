@@ -51,8 +51,14 @@ def recipe_data(quality: dict[str, Any] | None, task: str) -> str | None:
     if not entry:
         return None
     world = ",".join(w for w in (recipe.get("world", ""), entry.get("world", "")) if w)
-    return (f"SynthAV `{world or 'world=shapes'}`: {entry.get('n_train')} fresh clips per epoch for "
-            f"{entry.get('epochs')} epochs (`python -m stgcma build-default`)")
+    text = (f"SynthAV `{world or 'world=shapes'}`: {entry.get('n_train')} fresh clips per epoch for "
+            f"{entry.get('epochs')} epochs")
+    refit = entry.get("refit")
+    if refit:
+        questions = f" x {refit['questions']} questions" if refit.get("questions", 1) > 1 else ""
+        text += (f", then the head alone refitted on the frozen encoder's features of {refit.get('n_train')} "
+                 f"clips{questions} for {refit.get('epochs')} epochs")
+    return text + " (`python -m stgcma build-default`)"
 
 
 def quality_text(task: str, facts: dict[str, Any], quality: dict[str, Any] | None) -> str:

@@ -31,7 +31,7 @@ from stgcma.media.errors import (
 )
 from stgcma.media.features import frames_to_tensor, segment_fbanks, waveform_to_fbank
 from stgcma.media.orient import orientation_of
-from stgcma.media.render import mask_at, plot_timeline, render_mask_video, save_mask_pngs
+from stgcma.media.render import DEFAULT_COLOR, mask_at, plot_timeline, render_mask_video, save_mask_pngs
 from stgcma.media.segments import count_segments, segment_targets, windows
 
 CFG = PreprocessConfig(image_size=32)
@@ -108,13 +108,13 @@ def read_code(img: np.ndarray) -> int:
 
 
 def make_clip(path, *, vcodec="libx264", fmt="mp4", size=(48, 32), fps=10, seconds=2.0, pts_s=None,
-              acodec="aac", channels=2, rate=16000, audio=None, rotation=None, options=None):
+              acodec="aac", channels=2, rate=16000, audio=None, rotation=None, options=None, pix_fmt="yuv420p"):
     """Write a tiny test clip with PyAV; ``pts_s`` gives explicit frame times (variable frame rate)."""
     w, h = size
     times = pts_s if pts_s is not None else [i / fps for i in range(int(round(seconds * fps)))]
     with av.open(str(path), "w", format=fmt) as c:
         vs = c.add_stream(vcodec, rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
         if pts_s is not None:
             vs.time_base = Fraction(1, 1000)
             vs.codec_context.time_base = Fraction(1, 1000)
@@ -293,6 +293,40 @@ def test_other_codecs_and_containers(tmp_path, name, vcodec, fmt, acodec, expect
     assert clip.has_audio and np.abs(clip.waveform).max() > 0.05 and not clip.warnings
 
 
+@pytest.mark.parametrize("name, kwargs, playable", [
+    ("h264.mp4", {}, True),
+    ("silent.mov", {"fmt": "mov", "acodec": None}, True),
+    ("vp9.webm", {"vcodec": "libvpx-vp9", "fmt": "webm", "acodec": "libopus", "rate": 48000}, True),
+    ("vp8.mkv", {"vcodec": "libvpx", "fmt": "matroska", "acodec": "vorbis"}, False),  # Safari plays no Matroska
+    ("h264-444.mp4", {"pix_fmt": "yuv444p"}, False),  # Chrome and Firefox play 4:2:0 H.264 only
+    ("mpeg4.avi", {"vcodec": "mpeg4", "fmt": "avi", "acodec": "pcm_s16le"}, False),
+])
+def test_browser_playable_is_decided_from_the_decoded_facts(tmp_path, name, kwargs, playable):
+    from stgcma.media.browser import browser_playable
+
+    facts = decode_clip(make_clip(tmp_path / name, **kwargs)).facts()
+    assert browser_playable(facts) is playable, facts
+    renamed = tmp_path / (name + ".bin")  # the same bytes under a name the server sends as octet-stream
+    renamed.write_bytes((tmp_path / name).read_bytes())
+    assert not browser_playable(facts, renamed)
+
+
+def test_mask_layers_are_the_overlay_colour_with_the_mask_as_opacity():
+    import cv2
+
+    from stgcma.media.browser import layer_size, mask_layers
+
+    assert layer_size(1280, 720) == (320, 180) and layer_size(720, 1280) == (180, 320)
+    masks = np.zeros((2, 4, 4), np.float32)
+    masks[0, :, :2] = 1.0  # left half sounding in the first second, nothing in the second
+    layers = [cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED) for png in mask_layers(masks, (32, 18))]
+    assert [layer.shape for layer in layers] == [(18, 32, 4)] * 2
+    first, second = layers
+    assert (first[..., 2::-1] == DEFAULT_COLOR).all()  # BGRA on disk: the RGB colour everywhere
+    assert first[:, :12, 3].min() == 128 and first[:, 20:, 3].max() == 0  # opacity 0.5 x mask
+    assert second[..., 3].max() == 0
+
+
 def test_theora_decoder_is_bundled():
     # The PyAV wheel decodes Theora/Vorbis .mkv/.ogv but has no Theora encoder to write a test file.
     assert av.Codec("theora", "r").name == "theora" and av.Codec("vorbis", "r").name == "vorbis"
@@ -445,6 +479,29 @@ def test_render_mask_video_over_all_frames_with_audio(tmp_path):
     assert clip.has_audio and not clip.warnings and clip.duration == pytest.approx(2.0, abs=0.05)
     spectrum = np.abs(np.fft.rfft(clip.waveform[4000:20000]))
     assert abs(int(np.argmax(spectrum)) - 440) <= 2
+
+
+def test_the_yuv_blend_is_the_rgb_blend():
+    from stgcma.media.render import overlay, overlay_yuv
+
+    rng = np.random.default_rng(0)
+    image = cv2_smooth(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    mask = rng.random((6, 8)).astype(np.float32)
+    packed = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p").to_ndarray()  # (72, 64)
+    planes = (packed[:48], packed[48:60].reshape(24, 32), packed[60:].reshape(24, 32))
+    y, u, v = overlay_yuv(planes, mask, color=(255, 64, 32), alpha=0.5)
+    blended = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(72, 64)
+    back = av.VideoFrame.from_ndarray(blended, format="yuv420p").reformat(format="rgb24").to_ndarray()
+    reference = av.VideoFrame.from_ndarray(overlay(image, mask, color=(255, 64, 32), alpha=0.5), format="rgb24")
+    expected = reference.reformat(format="yuv420p").reformat(format="rgb24").to_ndarray()  # the same round trip
+    assert np.abs(back.astype(int) - expected.astype(int)).mean() < 2.0
+
+
+def cv2_smooth(image: np.ndarray) -> np.ndarray:
+    """A picture rather than noise: 4:2:0 chroma of per-pixel noise is not what videos hold."""
+    import cv2
+
+    return cv2.GaussianBlur(image, (9, 9), 3)
 
 
 def test_render_honours_rotation(tmp_path):

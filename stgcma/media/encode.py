@@ -73,13 +73,24 @@ class VideoWriter:
         image = even_frames(np.ascontiguousarray(image, dtype=np.uint8))
         if image.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {image.shape[:2]}, writer expects {(self.height, self.width)}")
+        self._encode(av.VideoFrame.from_ndarray(image, format="rgb24"), time_s)
+
+    def _encode(self, frame: av.VideoFrame, time_s: float | None) -> None:
         t = self._frames / self.fps if time_s is None else time_s
         pts = max(int(round(t / _TIME_BASE)), self._last_pts + 1)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = pts, _TIME_BASE
         self._container.mux(self._video.encode(frame))
         self._frames += 1
         self._last_pts = pts
+
+    def write_yuv420p(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, time_s: float | None = None) -> None:
+        """Add one frame given as uint8 planes Y (H, W) and U, V (H/2, W/2), with no colour conversion."""
+        chroma = (self.height // 2, self.width // 2)
+        if y.shape != (self.height, self.width) or u.shape != chroma or v.shape != chroma:
+            raise ValueError(f"planes {y.shape}, {u.shape}, {v.shape} do not fit a {self.width}x{self.height} writer")
+        packed = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)])  # Y, then U, then V
+        self._encode(av.VideoFrame.from_ndarray(packed.reshape(self.height * 3 // 2, self.width), format="yuv420p"),
+                     time_s)
 
     def write_audio(self, frame: av.AudioFrame | np.ndarray, sample_rate: int | None = None) -> None:
         """Add audio: a decoded ``av.AudioFrame`` (any format/layout/rate) or float32 (C, S) samples."""

@@ -4,9 +4,11 @@ For AVS (METHOD.md "Task heads") the model gives one mask per one-second segment
 resolution; :func:`render_mask_video` blends them over EVERY frame of the original clip (each frame
 takes its segment's mask, optionally cross-faded between segment centres), upright (display
 rotation applied, as the model saw the frames), and writes a browser-playable H.264/AAC mp4 with the
-original audio re-encoded. :func:`save_mask_pngs` and :func:`plot_timeline` give the downloadable
-masks and the AVE probabilities per second (background shown; matplotlib ``Figure`` with the Agg canvas,
-no pyplot, so no global backend is touched).
+original audio re-encoded. It blends in the encoder's own YUV 4:2:0 planes (the colour converted
+once, BT.601), so no frame goes through RGB and back: the blend is linear, so this is the RGB blend
+up to the chroma subsampling that H.264 applies anyway. :func:`save_mask_pngs` and
+:func:`plot_timeline` give the downloadable masks and the AVE probabilities per second (background
+shown; matplotlib ``Figure`` with the Agg canvas, no pyplot, so no global backend is touched).
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def overlay(image: np.ndarray, mask: np.ndarray, color: Sequence[int] = DEFAULT_
     return cv2.blendLinear(image, _solid(image.shape, tuple(int(c) for c in color)), 1.0 - weight, weight)
 
 
-@functools.lru_cache(maxsize=4)
-def _solid(shape: tuple[int, ...], color: tuple[int, ...]) -> np.ndarray:
-    """A (H, W, 3) uint8 image of one colour, made once per frame size (read-only)."""
+@functools.lru_cache(maxsize=8)
+def _solid(shape: tuple[int, ...], color: tuple[int, ...] | int) -> np.ndarray:
+    """A uint8 image (H, W, 3) or plane (H, W) of one colour, made once per size (read-only)."""
     solid = np.empty(shape, np.uint8)
     solid[:] = np.asarray(color, np.uint8)
     solid.flags.writeable = False
@@ -136,8 +138,9 @@ def render_mask_video(
                         writer = _open_writer(out, frame, orientation, fps, max_side, astream)
                         for early in pending_audio:
                             writer.write_audio(early)
-                    image = _upright_rgb(frame, orientation, writer)
-                    writer.write(overlay(image, mask_at(masks, t, segment_seconds, crossfade), color, alpha), t)
+                    planes = _upright_yuv(frame, orientation, writer)
+                    writer.write_yuv420p(*overlay_yuv(planes, mask_at(masks, t, segment_seconds, crossfade),
+                                                      color, alpha), time_s=t)
                     if progress is not None:
                         progress(min(1.0, t / end))
         finally:
@@ -168,10 +171,36 @@ def _open_writer(out: str | Path, frame: av.VideoFrame, orientation: Orientation
     return writer
 
 
-def _upright_rgb(frame: av.VideoFrame, orientation: Orientation, writer: VideoWriter) -> np.ndarray:
+def _upright_yuv(frame: av.VideoFrame, orientation: Orientation,
+                 writer: VideoWriter) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frame scaled to the writer's size (before rotation) as upright Y (H, W), U and V (H/2, W/2)."""
     w, h = (writer.height, writer.width) if orientation.swaps_axes else (writer.width, writer.height)
-    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR").to_ndarray()
-    return orientation.apply(rgb)  # (H, W, 3) upright
+    packed = frame.reformat(width=w, height=h, format="yuv420p", interpolation="BILINEAR").to_ndarray()  # (3h/2, w)
+    y = packed[:h]
+    u = packed[h:h + h // 4].reshape(h // 2, w // 2)  # each chroma plane: h/4 rows of w bytes
+    v = packed[h + h // 4:].reshape(h // 2, w // 2)
+    return orientation.apply(y), orientation.apply(u), orientation.apply(v)
+
+
+def rgb_to_yuv(color: Sequence[int]) -> tuple[int, int, int]:
+    """An RGB colour in limited-range BT.601 Y'CbCr, the encoder's (and swscale's default) conversion."""
+    r, g, b = (float(c) for c in color)
+    y = 16.0 + 0.2568 * r + 0.5041 * g + 0.0979 * b
+    u = 128.0 - 0.1482 * r - 0.2910 * g + 0.4392 * b
+    v = 128.0 + 0.4392 * r - 0.3678 * g - 0.0714 * b
+    return tuple(int(np.clip(round(c), 0, 255)) for c in (y, u, v))
+
+
+def overlay_yuv(planes: tuple[np.ndarray, np.ndarray, np.ndarray], mask: np.ndarray,
+                color: Sequence[int] = DEFAULT_COLOR, alpha: float = 0.5) -> tuple[np.ndarray, ...]:
+    """:func:`overlay` on YUV 4:2:0 planes: Y (H, W) and U, V (H/2, W/2) uint8, ``mask`` (h, w) in [0, 1]."""
+    weight = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0) * np.float32(alpha)  # at the mask's size
+    out = []
+    for plane, value in zip(planes, rgb_to_yuv(color), strict=True):
+        h, w = plane.shape
+        plane_weight = weight if weight.shape == (h, w) else cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
+        out.append(cv2.blendLinear(plane, _solid((h, w), value), 1.0 - plane_weight, plane_weight))
+    return tuple(out)
 
 
 def save_mask_pngs(masks: np.ndarray, out_dir: str | Path, size: tuple[int, int] | None = None,
