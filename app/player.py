@@ -5,12 +5,12 @@ PNG per second on it (``stgcma.report.write_report(overlay_layers=True)``); a fe
 cross-fade the layers of the neighbouring segment centres as the video plays or seeks, the same
 blend as the rendered overlay mp4. A clip that a browser cannot play as it is (see
 ``stgcma.media.browser.browser_playable``) is shown as the rendered mp4 instead, once it exists.
-The value is plain data (URLs and data URIs), so a seek is a new value with a new ``seek`` nonce.
+The value is plain data (URLs of files in Gradio's upload cache), so a seek is a new value with a
+new ``seek`` nonce; the page keeps the video and the layers it already loaded.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import itertools
 from pathlib import Path
@@ -80,10 +80,6 @@ def file_url(path: str | Path) -> str:
     return FILE_ROUTE + quote(str(path))
 
 
-def data_uri(path: str | Path, mime: str = "image/png") -> str:
-    return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
 def player_value(video: str | None, result: dict[str, Any], segment_seconds: float = 1.0,
                  seek: float | None = None) -> dict[str, Any]:
     """What the player shows for one analysis (``result``: its result.json as a dict).
@@ -96,7 +92,7 @@ def player_value(video: str | None, result: dict[str, Any], segment_seconds: flo
     value: dict[str, Any] = {"segment_seconds": float(segment_seconds), "layers": [], "src": None}
     if result.get("browser_playable") and video:
         value["src"] = file_url(video)
-        value["layers"] = [data_uri(p) for p in files.get("layers", [])]
+        value["layers"] = [file_url(p) for p in files.get("layers", [])]  # URLs: a seek resends only these
         value["mode"] = "layers" if value["layers"] else "plain"
     elif files.get("overlay"):
         value.update(src=file_url(files["overlay"]), mode="baked")
