@@ -54,11 +54,20 @@ def mask_at(masks: np.ndarray, t: float, segment_seconds: float = 1.0, crossfade
 def overlay(image: np.ndarray, mask: np.ndarray, color: Sequence[int] = DEFAULT_COLOR,
             alpha: float = 0.5) -> np.ndarray:
     """Alpha-blend a colour over ``image`` (H, W, 3) uint8 where ``mask`` (h, w) in [0, 1] is on."""
+    return _blend(image, _opacity(mask, alpha), tuple(int(c) for c in color))
+
+
+def _opacity(mask: np.ndarray, alpha: float) -> np.ndarray:
+    """float32 (h, w): ``alpha`` where the mask is 1, at the mask's size."""
+    return np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0) * np.float32(alpha)
+
+
+def _blend(image: np.ndarray, weight: np.ndarray, color: tuple[int, ...] | int) -> np.ndarray:
+    """``color`` over an image (H, W, 3) or plane (H, W) uint8 with opacity ``weight``, resized to it."""
     h, w = image.shape[:2]
-    weight = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0) * np.float32(alpha)  # at the mask's size
     if weight.shape != (h, w):
         weight = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W)
-    return cv2.blendLinear(image, _solid(image.shape, tuple(int(c) for c in color)), 1.0 - weight, weight)
+    return cv2.blendLinear(image, _solid(image.shape, color), 1.0 - weight, weight)
 
 
 @functools.lru_cache(maxsize=8)
@@ -194,13 +203,8 @@ def rgb_to_yuv(color: Sequence[int]) -> tuple[int, int, int]:
 def overlay_yuv(planes: tuple[np.ndarray, np.ndarray, np.ndarray], mask: np.ndarray,
                 color: Sequence[int] = DEFAULT_COLOR, alpha: float = 0.5) -> tuple[np.ndarray, ...]:
     """:func:`overlay` on YUV 4:2:0 planes: Y (H, W) and U, V (H/2, W/2) uint8, ``mask`` (h, w) in [0, 1]."""
-    weight = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0) * np.float32(alpha)  # at the mask's size
-    out = []
-    for plane, value in zip(planes, rgb_to_yuv(color), strict=True):
-        h, w = plane.shape
-        plane_weight = weight if weight.shape == (h, w) else cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
-        out.append(cv2.blendLinear(plane, _solid((h, w), value), 1.0 - plane_weight, plane_weight))
-    return tuple(out)
+    weight = _opacity(mask, alpha)
+    return tuple(_blend(plane, weight, value) for plane, value in zip(planes, rgb_to_yuv(color), strict=True))
 
 
 def save_mask_pngs(masks: np.ndarray, out_dir: str | Path, size: tuple[int, int] | None = None,
