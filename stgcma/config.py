@@ -101,6 +101,7 @@ class HeadConfig:
     dropout: float = 0.5
     avs_channels: int = 256
     avs_audio_dim: int = 128
+    avs_mask_width: int = 128  # the AVS output convs' middle width (AVSBench: 128; heads.MaskOutput)
     avqa_answers: int = 42
     avqa_vocab_size: int = 100
     avqa_max_len: int = 14

@@ -67,6 +67,25 @@ def test_avs_head_needs_its_taps():
         model.forward_head(feats)
 
 
+@pytest.mark.parametrize("h", [16, 8])
+def test_mask_output_equals_avsbench_order_and_its_width_is_a_key(h):
+    """Skipping the resample when the map is already at half size changes nothing; width sets conv1/conv2."""
+    from stgcma.heads import MaskOutput
+
+    torch.manual_seed(0)
+    out = MaskOutput(16).eval()
+    x = torch.randn(3, 16, h, h)
+    with torch.no_grad():
+        mid = F.interpolate(out.conv1(x), size=(16, 16), mode="bilinear", align_corners=False)
+        expected = F.interpolate(out.conv3(F.relu(out.conv2(mid))), size=(32, 32), mode="bilinear",
+                                 align_corners=False)
+        assert torch.equal(out(x, 32), expected)
+    narrow = _model("vit-test", "avs", **{"head.avs_mask_width": 8})
+    assert narrow.head.output.conv1.out_channels == 8 == narrow.head.output.conv2.in_channels
+    assert _model("vit-test", "avs").head.output.conv1.out_channels == 128  # AVSBench's, the default
+    assert narrow(*random_inputs(narrow.config))["logits"].shape == (2, 4, 1, 32, 32)
+
+
 def test_tpavi_equals_avsbench_non_local_block():
     torch.manual_seed(1)
     B, T, C, H, W = 2, 3, 8, 4, 5
