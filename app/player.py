@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import itertools
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -70,13 +71,29 @@ seek();
 """
 
 
+_COPIES: OrderedDict[tuple[str, str, int, int], str] = OrderedDict()  # (file, cache, mtime, size) -> copy
+_MAX_COPIES = 4096
+
+
 def file_url(path: str | Path) -> str:
     """The URL under which Gradio serves ``path``, copied into its upload cache first when outside it
-    (an overlay mp4 in the work folder; a clip handed to a handler directly)."""
+    (an overlay mp4 in the work folder; a clip handed to a handler directly).
+
+    Copies are remembered while the file is unchanged (same mtime and size) and the copy still
+    exists, so a seek does not hash the clip's mask layers and overlay mp4 into the cache again.
+    """
     folder = Path(get_upload_folder()).resolve()
     path = Path(path).resolve()
     if folder not in path.parents:
-        path = Path(save_file_to_cache(path, str(folder)))
+        stat = path.stat()
+        key = (str(path), str(folder), stat.st_mtime_ns, stat.st_size)
+        copy = _COPIES.pop(key, None)
+        if copy is None or not Path(copy).exists():
+            copy = save_file_to_cache(path, str(folder))
+        _COPIES[key] = copy  # most recently used last
+        while len(_COPIES) > _MAX_COPIES:
+            _COPIES.popitem(last=False)
+        path = Path(copy)
     return FILE_ROUTE + quote(str(path))
 
 

@@ -21,6 +21,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 import numpy as np
@@ -179,6 +180,35 @@ def _remux(src: Path, dst: Path, fmt: str) -> Path:
                 packet.stream = streams[packet.stream.index]
                 out.mux(packet)
     return dst
+
+
+def test_player_urls_reuse_cache_copies_until_the_file_changes(tmp_path, monkeypatch):
+    """A seek rebuilds the player's URLs: unchanged files are not copied (hashed) into Gradio's cache again."""
+    from app import player
+
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(player, "get_upload_folder", lambda: str(cache))
+    copies = []
+
+    def save(path, folder):
+        copies.append(Path(path).name)
+        target = Path(folder) / f"copy{len(copies)}" / Path(path).name
+        target.parent.mkdir(parents=True)
+        shutil.copy(path, target)
+        return str(target)
+
+    monkeypatch.setattr(player, "save_file_to_cache", save)
+    layer = tmp_path / "layer.png"
+    layer.write_bytes(b"one")
+    first = player.file_url(layer)
+    assert player.file_url(layer) == first and copies == ["layer.png"]  # remembered
+    layer.write_bytes(b"changed")  # new size: a new copy
+    second = player.file_url(layer)
+    assert second != first and _served(second).read_bytes() == b"changed" and len(copies) == 2
+    _served(second).unlink()  # the cache was cleaned: copied again
+    assert _served(player.file_url(layer)).read_bytes() == b"changed" and len(copies) == 3
+    inside = cache / "copy1" / "layer.png"
+    assert player.file_url(inside) == FILE_ROUTE + quote(str(inside.resolve())) and len(copies) == 3
 
 
 def test_a_clip_browsers_cannot_play_is_shown_as_the_rendered_overlay(ctx, clips, tmp_path):
