@@ -244,3 +244,17 @@ def test_study_runs_every_seed_and_reports_mean_and_std(tmp_path):
     assert "+- " in markdown_table(results) and (tmp_path / "study" / "study.md").exists()
     again = run_study(tmp_path / "study", ("ave",), budget, only=only)  # resumes: nothing left to run
     assert again["ave"]["linear-probe"]["runs"] == results["ave"]["linear-probe"]["runs"]
+
+
+def test_study_table_orders_the_stage_ablation_once_all_seven_have_run():
+    from stgcma.train.study import ablation_order, markdown_table
+
+    names = ["stgcma-base (T+S+G)", "ablation T", "ablation S", "ablation G", "ablation T+S", "ablation T+G",
+             "ablation S+G"]
+    rows = {n: {"runs": [{"seed": 0, "test": 0.1 * i}], "mean": 0.1 * i, "std": 0.0, "n": 1, "trainable": 1000}
+            for i, n in enumerate(names)}
+    assert ablation_order(rows).startswith("S+G 0.600 > T+G 0.500 > T+S 0.400") and ablation_order(rows).endswith(
+        "T+S+G 0.000")
+    assert "paper: T+S+G 81.8" in markdown_table({"avs": rows})
+    del rows["ablation G"]
+    assert ablation_order(rows) == "" and "paper" not in markdown_table({"avs": rows})

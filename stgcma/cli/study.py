@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     budget = StudyBudget(n_train=args.n_train, n_test=args.n_test, epochs=args.epochs, seeds=args.seeds,
                          world=args.world)
     try:
-        results = run_study(args.out, tasks, budget, args.only, args.device, args.workers)
+        results = run_study(args.out, tasks, budget, args.only, args.device, args.workers,
+                            log=lambda line: print(line, flush=True))
     except FileNotFoundError as err:
         raise UserError(str(err)) from None
     print(markdown_table(results))

@@ -30,7 +30,8 @@ from stgcma.train.loop import evaluate, fit
 
 TASK_SETUP: dict[str, dict[str, Any]] = {
     "ave": {"world": "", "overrides": [], "metric": "accuracy", "lavish_tokens": 2, "train": {}},
-    "avs": {"world": "mode=s4", "overrides": ["preprocess.num_segments=5", "head.avs_channels=32"],
+    "avs": {"world": "mode=s4", "overrides": ["preprocess.num_segments=5", "head.avs_channels=32",
+                                              "head.avs_match=true", "head.avs_mask_width=32"],
             "metric": "miou", "lavish_tokens": 16, "train": {"avs_dice_weight": 1.0}},
     "avqa": {"world": "", "overrides": ["head.hidden=256", "head.avqa_embed=128"],
              "metric": "accuracy", "lavish_tokens": 64, "train": {}, "questions": 8},
@@ -89,8 +90,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "avs", "avqa"),
               budget: StudyBudget | None = None, only: list[str] | None = None, device: str = "cpu",
-              num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Train and test every variant x seed for every task; returns (and writes) the results."""
+              num_workers: int = 0, progress: bool = False, log: Any = None) -> dict[str, Any]:
+    """Train and test every variant x seed for every task; returns (and writes) the results.
+
+    ``progress`` shows the training bars; ``log`` (e.g. ``print``) gets one line per finished run.
+    """
     budget = budget or StudyBudget()
     out = Path(out)
     backbone = DEFAULT_DIR / "backbone" / "model.safetensors"
@@ -120,7 +124,7 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
                                   epochs=budget.epochs, batch_size=budget.batch_size,
                                   lr=budget.full_finetune_lr if full else budget.lr, head_lr_scale=1.0,
                                   warmup_epochs=0.5, seed=seed, device=device, num_workers=num_workers,
-                                  **setup["train"])
+                                  ood_clips=0, **setup["train"])
                 summary = fit(cfg, [f"backbone.pretrained={backbone.resolve()}", *setup["overrides"], *overrides],
                               progress=progress)
                 model, _ = load_model(Path(summary["run"]) / summary["selected"], device=device)
@@ -129,7 +133,11 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
                 metrics = evaluate(model, test, task, batch_size=8, device=device)
                 counts = model.parameter_counts()
                 entry.update(trainable=counts["trainable"], total=counts["total"], overrides=overrides)
-                entry["runs"].append({"seed": seed, "test": metrics[setup["metric"]], "seconds": time.time() - start})
+                seconds = time.time() - start
+                entry["runs"].append({"seed": seed, "test": metrics[setup["metric"]], "seconds": seconds})
+                if log:
+                    log(f"{task} {name} seed {seed}: test {setup['metric']} {metrics[setup['metric']]:.4f} "
+                        f"({seconds:.0f} s)")
                 entry.update(summarise(entry["runs"]))
                 atomic_write_bytes(results_path, json.dumps(results, indent=2).encode())
     atomic_write_bytes(out / "study.md", markdown_table(results).encode())
@@ -153,4 +161,16 @@ def markdown_table(results: dict[str, Any]) -> str:
             else:
                 cells += ["", ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    orders = [f"- {t}: {ablation_order(results[t])}" for t in tasks if ablation_order(results[t])]
+    if orders:
+        lines += ["", "Stage ablation, best first (mean over seeds):", *orders, f"- paper: {PAPER_ABLATION}"]
     return "\n".join(lines) + "\n"
+
+
+def ablation_order(rows: dict[str, Any]) -> str:
+    """The seven stage combinations of one task, best mean first ("" until all seven have runs)."""
+    names = {"stgcma-base (T+S+G)": "T+S+G", **{f"ablation {k}": k for k in ("T", "S", "G", "T+S", "T+G", "S+G")}}
+    means = {short: rows[name]["mean"] for name, short in names.items() if rows.get(name, {}).get("runs")}
+    if len(means) < len(names):
+        return ""
+    return " > ".join(f"{k} {v:.3f}" for k, v in sorted(means.items(), key=lambda kv: -kv[1]))
