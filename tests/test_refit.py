@@ -69,7 +69,9 @@ def test_avs_cache_holds_the_tapped_blocks_and_a_refit_trains_the_decoder(tmp_pa
     model, _ = load_model(source)
     data = build_dataset("synthav:seed=0,n=3,mode=s4", "avs", "val", model.config.preprocess)
     cache = FeatureCache(model, data, "avs", 2, torch.device("cpu"))
-    assert len(cache.taps) == len(model.head.taps)
+    assert len(cache.taps) == len(model.head.taps) and model.head.last_block in model.head.taps
+    stored = [x is not None for x in cache.taps]  # the last block's tap is read from the final tokens instead
+    assert stored == [t != model.head.last_block for t in model.head.taps]
     feats, batch = cache.batch(torch.tensor([1, 2]), torch.device("cpu"))
     with torch.no_grad():
         cached = model.forward_head(feats)["logits"]

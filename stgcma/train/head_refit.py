@@ -9,7 +9,8 @@ many epochs, with many questions per clip. A head step costs a small fraction of
 
 Every task's head can be refitted. AVE and AVQA heads read the final tokens; the AVS decoder also
 reads the video tokens of its tapped blocks, which are cached beside them with each frame's ground-truth
-mask (for the embedded default at 112 px about 0.5 MB a 5-segment clip, so 4000 clips fit in 2 GB).
+mask (for the embedded default at 112 px about 0.4 MB a 5-segment clip, so 4000 clips fit in 2 GB). The
+last block's tap is not stored: the decoder reads the final (normed) tokens for it instead.
 The refitted checkpoint keeps the source's encoder weights and its world statistics (``stgcma.ood``
 reads the encoder, not the head), and is selected on validation like any run.
 """
@@ -81,6 +82,8 @@ class FeatureCache:
                             num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
         video, audio, targets, qtypes = [], [], {k: [] for k in TARGET_KEYS[task]}, []
         taps: list[list[torch.Tensor]] = []  # per tapped block, (B, T, Nv, D) video tokens (AVS decoder)
+        last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
+        unused = tapped.index(last) if last in tapped else -1  # the AVS decoder's last tap: not stored
         model.eval()
         with torch.no_grad():
             for batch in tqdm(loader, desc="encode", disable=not progress, leave=False):
@@ -91,7 +94,8 @@ class FeatureCache:
                 for k, (xv, _, _) in enumerate(feats["intermediates"]):
                     if k == len(taps):
                         taps.append([])
-                    taps[k].append(xv.reshape(B, T, *xv.shape[1:]).half().cpu())  # (B, T, Nv_k, D_k)
+                    if k != unused:  # the decoder reads feats["video"] for the last block
+                        taps[k].append(xv.reshape(B, T, *xv.shape[1:]).half().cpu())  # (B, T, Nv_k, D_k)
                 for k in targets:
                     targets[k].append(batch[k])
                 qtypes += batch.get("qtype", [])
@@ -99,7 +103,7 @@ class FeatureCache:
         self.grid_v, self.grid_a = feats["grid_v"], feats["grid_a"]
         self.tap_grids = [grid for _, _, grid in feats["intermediates"]]
         self.video, self.audio = torch.cat(video), torch.cat(audio)
-        self.taps = [torch.cat(chunks) for chunks in taps]
+        self.taps = [torch.cat(chunks) if chunks else None for chunks in taps]
         self.targets = {k: torch.cat(v) for k, v in targets.items()}
         if "mask" in self.targets:  # AVS masks in half precision: (N, T, S, S)
             self.targets["mask"] = self.targets["mask"].half()
@@ -111,8 +115,8 @@ class FeatureCache:
     def batch(self, index: torch.Tensor, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
         """(features as the head reads them, batch of targets) for clip indices ``index``."""
         v, a = self.video[index].to(device).float(), self.audio[index].to(device).float()
-        taps = [(x[index].to(device).float().flatten(0, 1), None, grid)  # (B*T, Nv_k, D_k); no audio needed
-                for x, grid in zip(self.taps, self.tap_grids, strict=True)]
+        taps = [(None if x is None else x[index].to(device).float().flatten(0, 1), None, grid)  # (B*T, Nv_k, D_k)
+                for x, grid in zip(self.taps, self.tap_grids, strict=True)]  # no audio needed
         feats = {"video": v.flatten(0, 1), "audio": a.flatten(0, 1), "grid_v": self.grid_v, "grid_a": self.grid_a,
                  "intermediates": taps, "batch": len(index), "frames": self.frames}  # tokens (B*T, N, D)
         batch = move({k: t[index] for k, t in self.targets.items()}, device)
