@@ -251,10 +251,11 @@ def test_study_table_orders_the_stage_ablation_once_all_seven_have_run():
 
     names = ["stgcma-base (T+S+G)", "ablation T", "ablation S", "ablation G", "ablation T+S", "ablation T+G",
              "ablation S+G"]
-    rows = {n: {"runs": [{"seed": 0, "test": 0.1 * i}], "mean": 0.1 * i, "std": 0.0, "n": 1, "trainable": 1000}
-            for i, n in enumerate(names)}
+    rows = {n: {"runs": [{"seed": 0, "test": 0.1 * i, "seconds": 60.0}], "mean": 0.1 * i, "std": 0.0, "n": 1,
+                "trainable": 1000} for i, n in enumerate(names)}
     assert ablation_order(rows).startswith("S+G 0.600 > T+G 0.500 > T+S 0.400") and ablation_order(rows).endswith(
         "T+S+G 0.000")
-    assert "paper: T+S+G 81.8" in markdown_table({"avs": rows})
+    assert "paper: T+S+G 81.8" in markdown_table({"avs": rows}) and "avs 7.0 min over 7 runs" in markdown_table(
+        {"avs": rows})
     del rows["ablation G"]
     assert ablation_order(rows) == "" and "paper" not in markdown_table({"avs": rows})

@@ -11,7 +11,8 @@ large fresh test set (rendered once per task and kept in memory):
 - the stage ablation T, S, G, T+S, T+G, S+G (T+S+G is STG-CMA base).
 
 Results go to ``OUT/study.json`` (every run) and ``OUT/study.md`` (mean +- std over seeds and the
-trainable parameters per variant). Reruns resume: finished (variant, seed) runs are kept.
+trainable parameters per variant). Runs go seed by seed (every variant's seed 0 first), and reruns
+resume: finished (variant, seed) runs are kept.
 """
 
 from __future__ import annotations
@@ -107,13 +108,11 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
         setup = TASK_SETUP[task]
         questions = f"questions={setup['questions']}" if "questions" in setup else ""  # training only
         test = None
-        for name, overrides in variants(setup["lavish_tokens"]).items():
-            if only and name not in only:
-                continue
-            entry = results.setdefault(task, {}).setdefault(name, {"metric": setup["metric"], "runs": []})
-            done = {r["seed"] for r in entry["runs"]}
-            for seed in range(budget.seeds):
-                if seed in done:
+        table = {name: o for name, o in variants(setup["lavish_tokens"]).items() if not only or name in only}
+        for seed in range(budget.seeds):  # seed-major: a study stopped early has every variant at fewer seeds
+            for name, overrides in table.items():
+                entry = results.setdefault(task, {}).setdefault(name, {"metric": setup["metric"], "runs": []})
+                if seed in {r["seed"] for r in entry["runs"]}:
                     continue  # finished earlier: the study resumes where it stopped
                 start = time.time()
                 full = "full_finetune" in " ".join(overrides)
@@ -161,6 +160,9 @@ def markdown_table(results: dict[str, Any]) -> str:
             else:
                 cells += ["", ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    runs = {t: [r for row in results[t].values() for r in row.get("runs", [])] for t in tasks}
+    lines += ["", "Time (training and testing, summed over runs): " + ", ".join(
+        f"{t} {sum(r['seconds'] for r in runs[t]) / 60:.1f} min over {len(runs[t])} runs" for t in tasks)]
     orders = [f"- {t}: {ablation_order(results[t])}" for t in tasks if ablation_order(results[t])]
     if orders:
         lines += ["", "Stage ablation, best first (mean over seeds):", *orders, f"- paper: {PAPER_ABLATION}"]
