@@ -234,8 +234,10 @@ def test_study_runs_every_seed_and_reports_mean_and_std(tmp_path):
     if not (DEFAULT_DIR / "backbone" / "model.safetensors").exists():
         pytest.skip("no embedded default backbone")
     budget = StudyBudget(n_train=8, n_val=8, n_test=8, epochs=1, seeds=2)
-    only = ["stgcma-tiny (T+S+G)", "linear-probe"]
+    only = ["stgcma-tiny (T+S+G)", "linear-probe", "full-finetune"]
     results = run_study(tmp_path / "study", ("ave",), budget, only=only)
+    full = json.loads((tmp_path / "study" / "ave" / "full-finetune" / "seed0" / "config.json").read_text())["train"]
+    assert full["lr"] == budget.full_finetune_lr and full["lr"] * full["head_lr_scale"] == pytest.approx(budget.lr)
     for name in only:
         row = results["ave"][name]
         assert [r["seed"] for r in row["runs"]] == [0, 1] and row["n"] == 2

@@ -69,8 +69,8 @@ class StudyBudget:
     epochs: int = 3
     seeds: int = 3
     batch_size: int = 8
-    lr: float = 2e-3
-    full_finetune_lr: float = 1e-4
+    lr: float = 2e-3  # adapters and heads
+    full_finetune_lr: float = 1e-4  # the backbone's weights in full fine-tuning (its head still trains at lr)
     world: str = "world=music,classes=14"
 
 
@@ -121,7 +121,8 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
                                   val_data=_spec(401, budget.n_val, budget.world, setup["world"]),
                                   out=str(out / task / name.replace(" ", "_").replace("+", "") / f"seed{seed}"),
                                   epochs=budget.epochs, batch_size=budget.batch_size,
-                                  lr=budget.full_finetune_lr if full else budget.lr, head_lr_scale=1.0,
+                                  lr=budget.full_finetune_lr if full else budget.lr,
+                                  head_lr_scale=budget.lr / budget.full_finetune_lr if full else 1.0,  # same head lr
                                   warmup_epochs=0.5, seed=seed, device=device, num_workers=num_workers,
                                   ood_clips=0, **setup["train"])
                 summary = fit(cfg, [f"backbone.pretrained={backbone.resolve()}", *setup["overrides"], *overrides],
