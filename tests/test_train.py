@@ -257,6 +257,7 @@ def test_study_table_orders_the_stage_ablation_once_all_seven_have_run():
                 "trainable": 1000} for i, n in enumerate(names)}
     assert ablation_order(rows).startswith("S+G 0.600 > T+G 0.500 > T+S 0.400") and ablation_order(rows).endswith(
         "T+S+G 0.000")
+    assert "| ablation T | 0.001M | 0.100 +- 0.000 (n=1) | +0.100 +- 0.000 |" in markdown_table({"avs": rows})
     assert "paper: T+S+G 81.8" in markdown_table({"avs": rows}) and "avs 7.0 min over 7 runs" in markdown_table(
         {"avs": rows})
     del rows["ablation G"]

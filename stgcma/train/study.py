@@ -37,6 +37,7 @@ TASK_SETUP: dict[str, dict[str, Any]] = {
     "avqa": {"world": "", "overrides": ["head.hidden=256", "head.avqa_embed=128"],
              "metric": "accuracy", "lavish_tokens": 64, "train": {}, "questions": 8},
 }
+BASE = "stgcma-base (T+S+G)"  # T+S+G at the base ratio: the variant the others are compared with
 PAPER_ABLATION = "T+S+G 81.8 > T+G 81.5 > T+S 81.4 > T 80.8 > S+G 77.0 > S 76.5 > G 76.1 (AVS mIoU, paper Table 5)"
 
 
@@ -145,21 +146,24 @@ def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """One row per variant, one column pair (trainable, metric mean +- std over seeds) per task."""
+    """One row per variant; per task: trainable parameters, the metric's mean +- std over seeds, and the
+    difference to STG-CMA base trained with the same seed (mean +- std over the shared seeds)."""
     tasks = [t for t in TASK_SETUP if t in results]
     names: list[str] = []
     for t in tasks:
         names += [n for n in results[t] if n not in names]
-    header = "| variant | " + " | ".join(f"{t} trainable | {t} {TASK_SETUP[t]['metric']}" for t in tasks) + " |"
-    lines = [header, "|---" * (1 + 2 * len(tasks)) + "|"]
+    header = "| variant | " + " | ".join(f"{t} trainable | {t} {TASK_SETUP[t]['metric']} | {t} vs base, same seed"
+                                         for t in tasks) + " |"
+    lines = [header, "|---" * (1 + 3 * len(tasks)) + "|"]
     for name in names:
         cells = []
         for t in tasks:
             row = results[t].get(name)
             if row and row.get("runs"):
-                cells += [f"{row['trainable'] / 1e6:.3f}M", f"{row['mean']:.3f} +- {row['std']:.3f} (n={row['n']})"]
+                cells += [f"{row['trainable'] / 1e6:.3f}M", f"{row['mean']:.3f} +- {row['std']:.3f} (n={row['n']})",
+                          paired_difference(results[t], name)]
             else:
-                cells += ["", ""]
+                cells += ["", "", ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     runs = {t: [r for row in results[t].values() for r in row.get("runs", [])] for t in tasks}
     lines += ["", "Time (training and testing, summed over runs): " + ", ".join(
@@ -170,9 +174,22 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_difference(rows: dict[str, Any], name: str) -> str:
+    """Mean +- std over seeds of (variant - STG-CMA base) trained with the same seed; "" for base or no shared seed.
+
+    Every run trains on the same clips; runs of one seed also see them in the same order, so the pairing
+    removes the part of the seed-to-seed spread that comes from the order.
+    """
+    base = {r["seed"]: r["test"] for r in rows.get(BASE, {}).get("runs", [])}
+    diffs = [r["test"] - base[r["seed"]] for r in rows.get(name, {}).get("runs", []) if r["seed"] in base]
+    if name == BASE or not diffs:
+        return ""
+    return f"{statistics.fmean(diffs):+.3f} +- {statistics.stdev(diffs) if len(diffs) > 1 else 0.0:.3f}"
+
+
 def ablation_order(rows: dict[str, Any]) -> str:
     """The seven stage combinations of one task, best mean first ("" until all seven have runs)."""
-    names = {"stgcma-base (T+S+G)": "T+S+G", **{f"ablation {k}": k for k in ("T", "S", "G", "T+S", "T+G", "S+G")}}
+    names = {BASE: "T+S+G", **{f"ablation {k}": k for k in ("T", "S", "G", "T+S", "T+G", "S+G")}}
     means = {short: rows[name]["mean"] for name, short in names.items() if rows.get(name, {}).get("runs")}
     if len(means) < len(names):
         return ""
