@@ -149,7 +149,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     """One row per variant; per task: trainable parameters, the metric's mean +- std over seeds, and the
     difference to STG-CMA base trained with the same seed (mean +- std over the shared seeds)."""
     tasks = [t for t in TASK_SETUP if t in results]
-    names: list[str] = []
+    names = [n for n in variants(0) if any(n in results[t] for t in tasks)]  # the study's order, not the file's
     for t in tasks:
         names += [n for n in results[t] if n not in names]
     header = "| variant | " + " | ".join(f"{t} trainable | {t} {TASK_SETUP[t]['metric']} | {t} vs base, same seed"
