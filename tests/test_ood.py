@@ -177,6 +177,7 @@ def test_gaussian_distance_is_one_for_typical_points_and_grows_off_the_data():
     assert g.squared(outside).mean() > 1.3
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:gradio.helpers")  # gr.Warning outside a request: expected here
 def test_the_app_shows_the_out_of_world_banner_once(run, clips, tmp_path):
     from app.main import make_context
     from app.state import Session
