@@ -3,7 +3,8 @@
 The page plays the original file (served by Gradio from its upload cache) and stacks one transparent
 PNG per second on it (``stgcma.report.write_report(overlay_layers=True)``); a few lines of JavaScript
 cross-fade the layers of the neighbouring segment centres as the video plays or seeks, the same
-blend as the rendered overlay mp4. A clip that a browser cannot play as it is (see
+blend as the rendered overlay mp4. A layer loads when the playhead comes within a few segments of it,
+so a long clip does not fetch hundreds of PNGs before it plays. A clip that a browser cannot play as it is (see
 ``stgcma.media.browser.browser_playable``) is shown as the rendered mp4 instead, once it exists.
 The value is plain data (URLs of files in Gradio's upload cache), so a seek is a new value with a
 new ``seek`` nonce; the page keeps the video and the layers it already loaded.
@@ -31,12 +32,13 @@ ${value && value.src
   ? `<video class="stg-video" src="${value.src}" controls playsinline preload="auto"></video>`
   : `<div class="stg-player-empty">${value && value.message ? value.message : 'The analysed clip plays here.'}</div>`}
 ${(value && value.layers ? value.layers : []).map((layer, i) =>
-  `<img class="stg-layer" alt="" data-segment="${i}" src="${layer}">`).join('')}
+  `<img class="stg-layer" alt="" data-segment="${i}" data-src="${layer}">`).join('')}
 </div>
 """
 
 SCRIPT = """
 let painting = 0, lastSeek = null;
+const AHEAD = 2;  // layers load when within this many segments of the playhead, not all at once
 const video = () => element.querySelector('video.stg-video');
 function paint() {
   const v = video(), layers = element.querySelectorAll('img.stg-layer');
@@ -47,8 +49,10 @@ function paint() {
     const pos = Math.min(Math.max(t / seconds - 0.5, 0), n - 1);
     lo = Math.floor(pos); hi = Math.min(lo + 1, n - 1); w = pos - lo;
   }
+  const at = Math.max(lo, 0);
   layers.forEach((layer, i) => {
     layer.style.opacity = String((i === lo ? 1 - w : 0) + (i === hi ? w : 0));
+    if (!layer.getAttribute('src') && i >= at - AHEAD && i <= at + AHEAD + 1) layer.src = layer.dataset.src;
   });
 }
 function loop() {

@@ -986,7 +986,8 @@ PLAYER_STATE = """() => {
     const video = document.querySelector('.stg-player video');
     const layers = Array.from(document.querySelectorAll('.stg-player img.stg-layer'));
     return {mode: document.querySelector('.stg-player').dataset.mode, ready: video ? video.readyState : -1,
-            time: video ? video.currentTime : -1, opacity: layers.map(l => Number(l.style.opacity || 0))};
+            time: video ? video.currentTime : -1, opacity: layers.map(l => Number(l.style.opacity || 0)),
+            loaded: layers.map(l => Boolean(l.getAttribute('src')))};
 }"""
 
 
@@ -1019,11 +1020,13 @@ def test_browser_upload_analyze_and_screenshot(tiny_checkpoints, clips, tmp_path
             page.screenshot(path=str(shots / "analyze.png"), full_page=True)
             player = page.evaluate(PLAYER_STATE)
             assert player["mode"] == "layers" and player["ready"] >= 1 and len(player["opacity"]) == 6, player
+            assert player["loaded"] == [True] * 4 + [False] * 2, player  # at 0:00 only the layers near the playhead
             page.get_by_text("0:03", exact=True).first.click()
             page.wait_for_timeout(1000)
             player = page.evaluate(PLAYER_STATE)  # t = 3 s: halfway between the centres of seconds 2 and 3
             assert abs(player["time"] - 3.0) < 0.05, player
             assert player["opacity"] == pytest.approx([0, 0, 0.5, 0.5, 0, 0], abs=0.05), player
+            assert all(player["loaded"]), player
             page.wait_for_function("document.body.innerText.replace(/\\s+/g, '').includes('overlay.mp4')",
                                    timeout=120_000)  # the rendered overlay joins the downloads
             page.get_by_role("tab", name="Ask").click()
