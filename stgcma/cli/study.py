@@ -12,13 +12,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/study", help="results folder (study.json, study.md); reruns resume")
     parser.add_argument("--tasks", default="ave,avs,avqa", help="comma-separated tasks")
     parser.add_argument("--only", action="append", default=None, help="run only this variant (repeatable)")
-    parser.add_argument("--n-train", type=int, default=b.n_train)
-    parser.add_argument("--n-test", type=int, default=b.n_test)
-    parser.add_argument("--epochs", type=int, default=b.epochs)
+    parser.add_argument("--n-train", type=int, default=b.n_train, help="fresh training clips per epoch")
+    parser.add_argument("--n-test", type=int, default=b.n_test, help="test clips, the same for every run")
+    parser.add_argument("--epochs", type=int, default=b.epochs, help=f"epochs per run (batch {b.batch_size})")
     parser.add_argument("--seeds", type=int, default=b.seeds, help="training seeds per variant (mean +- std)")
     parser.add_argument("--world", default=b.world, help="SynthAV world options, e.g. world=shapes")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers that render the clips")
 
 
 def run(args: argparse.Namespace) -> int:
