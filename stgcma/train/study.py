@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def run_study(out: str | Path = "runs/study", tasks: tuple[str, ...] = ("ave", "avs", "avqa"),
               budget: StudyBudget | None = None, only: list[str] | None = None, device: str = "cpu",
-              num_workers: int = 0, progress: bool = False, log: Any = None) -> dict[str, Any]:
+              num_workers: int = 0, progress: bool = False,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train and test every variant x seed for every task; returns (and writes) the results.
 
     ``progress`` shows the training bars; ``log`` (e.g. ``print``) gets one line per finished run.
