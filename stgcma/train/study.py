@@ -86,7 +86,11 @@ def _cached_test_set(task: str, budget: StudyBudget, preprocess: Any) -> list[di
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Mean and sample standard deviation of the runs' test metric."""
-    values = [r["test"] for r in runs]
+    return _mean_std([r["test"] for r in runs])
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value) and count."""
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "n": len(values)}
 
@@ -170,7 +174,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     runs = {t: [r for row in results[t].values() for r in row.get("runs", [])] for t in tasks}
     lines += ["", "Time (training and testing, summed over runs): " + ", ".join(
         f"{t} {sum(r['seconds'] for r in runs[t]) / 60:.1f} min over {len(runs[t])} runs" for t in tasks)]
-    orders = [f"- {t}: {ablation_order(results[t])}" for t in tasks if ablation_order(results[t])]
+    orders = [f"- {t}: {order}" for t in tasks if (order := ablation_order(results[t]))]
     if orders:
         lines += ["", "Stage ablation, best first (mean over seeds):", *orders, f"- paper: {PAPER_ABLATION}"]
     return "\n".join(lines) + "\n"
@@ -186,12 +190,13 @@ def paired_difference(rows: dict[str, Any], name: str) -> str:
     diffs = [r["test"] - base[r["seed"]] for r in rows.get(name, {}).get("runs", []) if r["seed"] in base]
     if name == BASE or not diffs:
         return ""
-    return f"{statistics.fmean(diffs):+.3f} +- {statistics.stdev(diffs) if len(diffs) > 1 else 0.0:.3f}"
+    stats = _mean_std(diffs)
+    return f"{stats['mean']:+.3f} +- {stats['std']:.3f}"
 
 
 def ablation_order(rows: dict[str, Any]) -> str:
     """The seven stage combinations of one task, best mean first ("" until all seven have runs)."""
-    names = {BASE: "T+S+G", **{f"ablation {k}": k for k in ("T", "S", "G", "T+S", "T+G", "S+G")}}
+    names = {BASE: "T+S+G", **{n: n.removeprefix("ablation ") for n in variants(0) if n.startswith("ablation ")}}
     means = {short: rows[name]["mean"] for name, short in names.items() if rows.get(name, {}).get("runs")}
     if len(means) < len(names):
         return ""
