@@ -81,7 +81,9 @@ BACKBONES: dict[str, BackboneSpec] = {
         {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
         {}, "4x4-patch toy ViT for tests (timm)",
     ),
-    "clip-test": BackboneSpec("vit", "open_clip", "stgcma-clip-test", {}, {}, "toy CLIP tower for tests"),
+    "clip-test": BackboneSpec(
+        "vit", "open_clip", "stgcma-clip-test", {"force_quick_gelu": True}, {}, "toy CLIP tower (QuickGELU) for tests",
+    ),
     "swin-test": BackboneSpec(
         "swin", "timm", "swin_tiny_patch4_window7_224",
         {"img_size": 32, "embed_dim": 16, "depths": (2, 2), "num_heads": (1, 2), "window_size": 4},
@@ -124,6 +126,44 @@ class FrozenAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = out.transpose(-2, -3).reshape(*lead, N, D)  # (..., N, D)
         return self.proj(out) if project else out
+
+
+class _QuickGELUFunction(torch.autograd.Function):
+    """x * sigmoid(1.702 x), saving only x for the backward pass (autograd's own graph keeps x AND the sigmoid)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.mul(1.702).sigmoid_().mul_(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        s = x.mul(1.702).sigmoid_()
+        # d/dx [x s(1.702 x)] = s + 1.702 x s (1 - s); sigmoid_backward(grad, s) is grad * s * (1 - s)
+        slope = torch.ops.aten.sigmoid_backward(grad, s)
+        return s.mul_(grad).addcmul_(x, slope, value=1.702)
+
+
+class LeanQuickGELU(nn.Module):
+    """CLIP's QuickGELU with half the saved activations: the trunk's MLPs keep one (N, 4D) tensor per block, not two.
+
+    Same forward values as open_clip's and timm's QuickGELU; the backward recomputes the sigmoid.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _QuickGELUFunction.apply(x)
+        return x.mul(1.702).sigmoid_().mul_(x)
+
+
+def _lean_activations(module: nn.Module) -> None:
+    """Replace every QuickGELU (open_clip's or timm's) under ``module`` with ``LeanQuickGELU``, in place."""
+    for name, child in list(module.named_children()):
+        if type(child).__name__ == "QuickGELU":
+            setattr(module, name, LeanQuickGELU())
+        else:
+            _lean_activations(child)
 
 
 def _linear_from(weight: nn.Parameter, bias: nn.Parameter | None) -> nn.Linear:
@@ -561,6 +601,7 @@ def build_trunk(config: BackboneConfig) -> ViTTrunk | SwinTrunk:
         trunk = _vit_from_timm(source, heads)
     if heads is not None and any(trunk.embed_dim % b.num_heads for b in trunk.blocks):
         raise ConfigError(f"frozen_attn_heads={heads} does not divide the width {trunk.embed_dim}")
+    _lean_activations(trunk)
     trunk.requires_grad_(False)
     return trunk.eval()
 

@@ -7,7 +7,14 @@ import pytest
 import timm
 import torch
 
-from stgcma.backbones import PretrainedWeightsError, build_trunk, source_features
+from stgcma.backbones import (
+    LeanQuickGELU,
+    PretrainedWeightsError,
+    build_trunk,
+    source_features,
+    source_forward,
+    source_model,
+)
 from stgcma.config import BackboneConfig, ConfigError
 
 
@@ -21,6 +28,44 @@ def test_trunk_matches_source_model(name):
     with torch.no_grad():
         ours = trunk(images)
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vit-test", "clip-test", "swin-test"])
+def test_trunk_input_gradients_match_source_model(name):
+    """The trunk's own activation (LeanQuickGELU for CLIP) backpropagates exactly like the source's."""
+    images = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(1)
+    trunk = build_trunk(BackboneConfig(name=name))
+    torch.manual_seed(1)
+    source = source_model(BackboneConfig(name=name))
+    grads = []
+    for forward in (trunk, lambda x: source_forward(BackboneConfig(name=name), source, x)):
+        x = images.clone().requires_grad_(True)
+        (forward(x) ** 2).sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("reference", [open_clip.transformer.QuickGELU(), timm.layers.QuickGELU()])
+def test_lean_quick_gelu_matches_and_saves_one_tensor(reference):
+    x = torch.randn(4, 7, 48, dtype=torch.float64)
+    saved = {"lean": [], "reference": []}
+    grads = {}
+    for name, act in (("lean", LeanQuickGELU()), ("reference", reference)):
+        xi = x.clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, n=name: saved[n].append(t) or t, lambda t: t):
+            y = act(xi)
+        y.backward(torch.cos(x))
+        grads[name] = (y.detach(), xi.grad)
+    torch.testing.assert_close(grads["lean"][0], grads["reference"][0], atol=0, rtol=0)
+    torch.testing.assert_close(grads["lean"][1], grads["reference"][1], atol=1e-12, rtol=1e-12)
+    assert len(saved["lean"]) == 1 and len({t.data_ptr() for t in saved["reference"]}) == 2
+
+
+def test_clip_trunk_uses_the_lean_activation():
+    trunk = build_trunk(BackboneConfig(name="clip-test"))
+    acts = [m for m in trunk.modules() if type(m).__name__.endswith("QuickGELU")]
+    assert acts and all(isinstance(m, LeanQuickGELU) for m in acts)
 
 
 @pytest.mark.parametrize("name", ["vit-test", "clip-test", "swin-test"])
