@@ -85,3 +85,20 @@ def test_gpu_script_commands_are_valid_bench_invocations():
         with pytest.raises(SystemExit) as exit_:
             cli_main([*args, "--help"])  # argparse validates every argument before it reaches --help
         assert exit_.value.code == 0, args
+
+
+def test_train_step_worker_measures_live_memory():
+    """Recomputing the frozen blocks must show as less peak memory: the CPU measure follows live tensors,
+    not what the allocator keeps (see ``train_step_worker``). One fresh process per variant."""
+    import subprocess
+    import sys
+
+    rows = {}
+    for name in ("stgcma", "stgcma_checkpointing"):
+        payload = json.dumps({"preset": "synth-vit", "overrides": benchmarks.TRAIN_VARIANTS[name], "batch": 2,
+                              "steps": 1, "device": "cpu"})
+        done = subprocess.run([sys.executable, "-m", "stgcma.benchmarks", payload], capture_output=True, text=True,
+                              check=True)
+        rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rows["stgcma"]["step_seconds"] > 0 and rows["stgcma"]["peak_bytes"] > 50 * 2**20
+    assert rows["stgcma_checkpointing"]["peak_bytes"] < 0.5 * rows["stgcma"]["peak_bytes"]
