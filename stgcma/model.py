@@ -34,6 +34,14 @@ def _stage_ratios(ratio: float | list[float], num_stages: int) -> list[float]:
     return ratios
 
 
+def recomputed_blocks(depth: int, fraction: float) -> set[int]:
+    """Which of ``depth`` blocks activation checkpointing recomputes: ``floor(fraction * depth)`` of them,
+    spread evenly (2/3 of 12: every block but 0, 3, 6 and 9)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"checkpoint_fraction must lie in [0, 1]; got {fraction}")
+    return {i for i in range(depth) if int((i + 1) * fraction + 1e-9) > int(i * fraction + 1e-9)}
+
+
 class AudioVisualEncoder(nn.Module):
     """Both streams through one frozen trunk, adapted per ``config.adapter``."""
 
@@ -81,7 +89,8 @@ class AudioVisualEncoder(nn.Module):
         self.norm_v = StreamNorm(dim, self.trunk.norm)
         self.norm_a = StreamNorm(dim, self.trunk.norm)
         self.embed_dim = dim
-        self.checkpointing = False  # recompute each block in the backward pass (less memory, more time)
+        self.checkpointing = False  # recompute blocks in the backward pass (less memory, more time)
+        self.checkpoint_fraction = 1.0  # of the blocks, spread evenly (see ``recomputed_blocks``)
         self.stage_ends = np.cumsum([len(s.blocks) for s in self.trunk.stages]).astype(int) - 1
         self.stage_ends = [int(e) for e in self.stage_ends]
 
@@ -125,6 +134,8 @@ class AudioVisualEncoder(nn.Module):
         xv, xa = self._embed(video, audio)
         grid_v, grid_a = self.trunk.grid, self.grid_a
         taps = set(self.stage_ends if taps is None else taps)
+        recompute = recomputed_blocks(len(self.blocks), self.checkpoint_fraction) \
+            if self.checkpointing and torch.is_grad_enabled() else set()
         intermediates = []
         i = 0
         for stage in self.trunk.stages:
@@ -132,7 +143,7 @@ class AudioVisualEncoder(nn.Module):
             xa, grid_a = stage.merge(xa, grid_a)
             ctx = StreamContext(B, T, grid_v, grid_a)
             for frozen in stage.blocks:
-                if self.checkpointing and torch.is_grad_enabled():
+                if i in recompute:
                     xv, xa = checkpoint(self.blocks[i], frozen, xv, xa, ctx, use_reentrant=False)
                 else:
                     xv, xa = self.blocks[i](frozen, xv, xa, ctx)

@@ -6,7 +6,7 @@ import torch
 from stgcma.adapters import Adapter, AdapterModule, BottleneckCrossAttention, TemporalBias, TemporalEmbedding
 from stgcma.config import ConfigError
 from stgcma.heads import TaskHead
-from stgcma.model import create_model, mark_trainable
+from stgcma.model import create_model, mark_trainable, recomputed_blocks
 from tests.conftest import random_inputs
 
 TOYS = ["vit-test", "swin-test"]
@@ -224,6 +224,39 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(ckpt[k], plain[k], atol=1e-6, rtol=1e-5)
 
 
+def test_partial_checkpointing_recomputes_only_its_blocks_with_the_same_gradients():
+    torch.manual_seed(0)
+    model = create_model("vit-test").eval()
+    video, audio = random_inputs(model.config)
+    depth = len(model.encoder.blocks)
+    assert recomputed_blocks(depth, 1.0) == set(range(depth)) and not recomputed_blocks(depth, 0.0)
+    assert recomputed_blocks(12, 0.75) == set(range(12)) - {0, 4, 8}
+    calls = [0] * depth
+
+    def counted(forward, index):
+        def call(*args):
+            calls[index] += 1
+            return forward(*args)
+        return call
+
+    for i, block in enumerate(model.encoder.blocks):
+        block.forward = counted(block.forward, i)
+
+    def grads(fraction: float | None) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model.encoder.checkpointing = fraction is not None
+        model.encoder.checkpoint_fraction = 1.0 if fraction is None else fraction
+        model(video, audio)["logits"].square().mean().backward()
+        return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads(None)
+    calls[:] = [0] * depth
+    partial = grads(0.5)
+    assert calls == [2 if i in recomputed_blocks(depth, 0.5) else 1 for i in range(depth)] and 2 in calls
+    for k in plain:
+        torch.testing.assert_close(partial[k], plain[k], atol=1e-6, rtol=1e-5)
+
+
 def test_bench_train_reports_every_variant_and_the_ratios():
     from stgcma.benchmarks import TRAIN_VARIANTS, bench_train
 
@@ -234,4 +267,6 @@ def test_bench_train_reports_every_variant_and_the_ratios():
     rows = result["variants"]
     ratio = rows["stgcma_checkpointing"]["step_seconds"] / rows["stgcma"]["step_seconds"]
     assert result["checkpointing_time_ratio"] == ratio
+    assert result["checkpointing_3_4_memory_ratio"] == (rows["stgcma_checkpointing_3_4"]["peak_bytes"]
+                                                        / rows["stgcma"]["peak_bytes"])
     assert rows["linear_probe"]["trainable"] < rows["stgcma"]["trainable"] < rows["full_finetune"]["trainable"]

@@ -123,7 +123,9 @@ class TrainTab:
                     gr.Markdown("No CUDA device found: training runs on the CPU.", elem_classes=["stg-note"])
                 self.memory = gr.Checkbox(False, label="Memory mode (activation checkpointing)",
                                           info="recomputes each block in the backward pass: less memory, "
-                                               "slower steps (python -m stgcma bench train measures both)")
+                                               "slower steps (python -m stgcma bench train measures both); "
+                                               "checkpoint_fraction=0.75 in the settings recomputes 3 blocks "
+                                               "in 4")
                 self.settings = gr.Textbox(label="More settings (key=value, space separated)",
                                            placeholder="warmup_epochs=1 adapter.temporal=false")
                 self.name = gr.Textbox(label="Run name (optional)", placeholder="ave-ratio-0.125")

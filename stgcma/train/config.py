@@ -41,7 +41,8 @@ class TrainConfig:
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     grad_clip: float = 0.0
     min_lr_ratio: float = 0.0  # the cosine schedule ends at lr * min_lr_ratio instead of 0
-    checkpointing: bool = False  # activation checkpointing: recompute every block in backward (memory mode)
+    checkpointing: bool = False  # activation checkpointing: recompute blocks in backward (memory mode)
+    checkpoint_fraction: float = 1.0  # of the blocks recomputed when checkpointing (0.75: less time, more memory)
     avg_from: int | None = None
     match_weight: float = 0.5
     avs_dice_weight: float = 0.0  # reference: BCE only; a soft-Dice term helps small models on small objects
@@ -66,6 +67,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
         if not 0.0 <= cfg.min_lr_ratio <= 1.0:
             raise ConfigError(f"min_lr_ratio must lie in [0, 1], got {cfg.min_lr_ratio}")
+        if not 0.0 < cfg.checkpoint_fraction <= 1.0:
+            raise ConfigError(f"checkpoint_fraction must lie in (0, 1], got {cfg.checkpoint_fraction}")
         if cfg.avg_from is not None and not 1 <= cfg.avg_from <= cfg.epochs:
             raise ConfigError(f"avg_from={cfg.avg_from} must lie in [1, epochs={cfg.epochs}]")
         return cfg

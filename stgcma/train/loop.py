@@ -231,7 +231,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
         model_config = model_config_for(cfg, model_overrides, train_set)
         seed_everything(cfg.seed)
         model = STGCMAModel(model_config).to(device)
-        model.encoder.checkpointing = cfg.checkpointing
+        model.encoder.checkpointing, model.encoder.checkpoint_fraction = cfg.checkpointing, cfg.checkpoint_fraction
         meta = {**dataset_meta(train_set), "init_seed": cfg.seed}
         if cfg.batch_size % (world_size * cfg.accum_steps):
             raise TrainingError(f"batch_size={cfg.batch_size} (samples per optimizer step) must be divisible by "
