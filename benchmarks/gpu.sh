@@ -9,8 +9,9 @@
 # Measures: the forward of STG-CMA vs the bare frozen backbone in bf16, with and without torch.compile,
 # for the embedded default's backbone (synth-vit) and CLIP ViT-B/16 Tiny; training-step time (clips/s =
 # batch / step) and peak memory for CLIP ViT-B/16 Tiny and Swin-B Tiny against LAVISH, linear probe,
-# full fine-tuning and activation checkpointing; SynthAV generation per clip (what one data-loader
-# worker delivers), to set beside the training step's clips/s.
+# full fine-tuning and activation checkpointing (every block, 3 in 4), one process per variant and one
+# round; SynthAV generation per clip (what one data-loader worker delivers), to set beside the training
+# step's clips/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -36,7 +37,7 @@ for preset in synth-vit clip-b16-tiny; do
         --repeats "$REPEATS" --compile
 done
 for preset in clip-b16-tiny swin-b-tiny; do
-    step "train_${preset}" train --preset "$preset" --device "$DEVICE" --batch "$BATCH"
+    step "train_${preset}" train --preset "$preset" --device "$DEVICE" --batch "$BATCH" --rounds 1
 done
 step synth_224 synth --size 224 --repeats 20
 if [ "${DRY_RUN:-0}" != "1" ]; then

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None, help="model preset (model: clip-b16-tiny; decode: embedded default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="train: fresh processes per variant, interleaved; the minimum is kept (default 2)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--world", default="music", help="synth: SynthAV world (default music)")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                              device=args.device)
     elif args.what == "train":
         result = benchmarks.bench_train(args.preset or "synth-vit", batch=args.batch, device=args.device,
-                                        compile=args.compile)
+                                        compile=args.compile, rounds=args.rounds)
         variants = result.pop("variants")
         if not args.json:
             for name, row in variants.items():
