@@ -169,13 +169,28 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
-def _peak_rss_bytes() -> int:
-    """VmHWM of this process: its peak RSS since the last :func:`_reset_peak_rss`."""
+def _status_bytes(*fields: str) -> int:
+    """The sum of the given ``/proc/self/status`` fields (kB there), in bytes."""
+    total, found = 0, set()
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+            name = line.split(":", 1)[0]
+            if name in fields:
+                total += int(line.split()[1]) * 1024
+                found.add(name)
+    if found != set(fields):
+        raise RuntimeError(f"no {sorted(set(fields) - found)} in /proc/self/status")
+    return total
+
+
+def _peak_rss_bytes() -> int:
+    """VmHWM of this process: its peak RSS since the last :func:`_reset_peak_rss`."""
+    return _status_bytes("VmHWM")
+
+
+def _file_rss_bytes() -> int:
+    """Resident pages mapped from files (the libraries' code among them), which are not the step's memory."""
+    return _status_bytes("RssFile", "RssShmem")
 
 
 def _mallopt(option: int, value: int) -> bool:
@@ -200,7 +215,9 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
     allocations (Adam's state, a compilation), the second runs as every later step does, with that
     state held while the activations peak. It is CUDA's max allocated bytes, or on CPU the process's
     peak RSS above its RSS just before the first step (model, optimizer and inputs already built; the
-    kernel's peak mark is reset there through ``/proc/self/clear_refs``).
+    kernel's peak mark is reset there through ``/proc/self/clear_refs``), less the growth of its
+    file-backed pages over the steps: library code first run by the step, which the page cache's state,
+    not the model, decides (20-40 MiB from one checkout to another).
 
     On CPU those two steps run with glibc's mmap threshold fixed at 64 KiB: every tensor of 64 KiB or
     more is then its own mapping, returned to the kernel when freed, so the peak RSS follows the live
@@ -246,10 +263,10 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
         step(), step()
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        before = _rss_bytes()
+        before, files_before = _rss_bytes(), _file_rss_bytes()
         _reset_peak_rss()
         step(), step()
-        peak = _peak_rss_bytes() - before
+        peak = _peak_rss_bytes() - before - (_file_rss_bytes() - files_before)
         _mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
         _mallopt(M_TRIM_THRESHOLD, 64 * 2**20)
     seconds = [step() for _ in range(steps)]
