@@ -128,18 +128,23 @@ class FrozenAttention(nn.Module):
         return self.proj(out) if project else out
 
 
+def _quick_gelu_gate(x: torch.Tensor) -> torch.Tensor:
+    """sigmoid(1.702 x), in a new tensor: QuickGELU is x times this."""
+    return x.mul(1.702).sigmoid_()
+
+
 class _QuickGELUFunction(torch.autograd.Function):
     """x * sigmoid(1.702 x), saving only x for the backward pass (autograd's own graph keeps x AND the sigmoid)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
-        return x.mul(1.702).sigmoid_().mul_(x)
+        return _quick_gelu_gate(x).mul_(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
-        s = x.mul(1.702).sigmoid_()
+        s = _quick_gelu_gate(x)
         # d/dx [x s(1.702 x)] = s + 1.702 x s (1 - s); sigmoid_backward(grad, s) is grad * s * (1 - s)
         slope = torch.ops.aten.sigmoid_backward(grad, s)
         return s.mul_(grad).addcmul_(x, slope, value=1.702)
@@ -154,7 +159,7 @@ class LeanQuickGELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
             return _QuickGELUFunction.apply(x)
-        return x.mul(1.702).sigmoid_().mul_(x)
+        return _quick_gelu_gate(x).mul_(x)
 
 
 def _lean_activations(module: nn.Module) -> None:

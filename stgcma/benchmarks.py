@@ -156,19 +156,6 @@ TRAIN_VARIANTS: dict[str, dict[str, object]] = {
 }
 
 
-def _rss_bytes() -> int:
-    import os
-
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process to its current RSS (Linux)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
 def _status_bytes(*fields: str) -> int:
     """The sum of the given ``/proc/self/status`` fields (kB there), in bytes."""
     total, found = 0, set()
@@ -181,6 +168,17 @@ def _status_bytes(*fields: str) -> int:
     if found != set(fields):
         raise RuntimeError(f"no {sorted(set(fields) - found)} in /proc/self/status")
     return total
+
+
+def _rss_bytes() -> int:
+    """VmRSS of this process: its resident memory now."""
+    return _status_bytes("VmRSS")
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process to its current RSS (Linux)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def _peak_rss_bytes() -> int:
