@@ -34,13 +34,18 @@ def init_linear(layer: nn.Linear, zero: bool = False) -> nn.Linear:
     return layer
 
 
+def drop_path_scale(batch: int, rate: float, training: bool, like: torch.Tensor) -> torch.Tensor | None:
+    """Stochastic depth's per-sample factor, (batch,): 0 or 1/keep; None when nothing is dropped."""
+    if rate == 0.0 or not training:
+        return None
+    keep = 1.0 - rate
+    return like.new_empty(batch).bernoulli_(keep) / keep
+
+
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     """Stochastic depth per sample (first dim), scaled to keep the expectation."""
-    if rate == 0.0 or not training:
-        return x
-    keep = 1.0 - rate
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
+    scale = drop_path_scale(x.shape[0], rate, training, x)
+    return x if scale is None else x * scale.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 class Adapter(AdapterModule):

@@ -11,7 +11,8 @@ small uniform *trunk* made of the source's own modules (same tensors, no copies)
 Each block part exposes the three frozen sub-layers STG-CMA needs: ``attend`` (spatial MSA on
 LN1(x)), ``attend_time`` (the same MSA weights along the time axis) and ``feed_forward`` (MLP on
 LN2(x)), plus ``group``/``ungroup``, the token partition inside which the spatial cross-modal
-attention runs (the whole frame for ViT, aligned windows for Swin).
+attention runs (the whole frame for ViT, aligned windows for Swin). ``SharedQKV`` gives both the
+same attention from one Q/K/V projection of the tokens, updated exactly after the temporal stage.
 
 The audio stream gets its own frozen patch embedding derived from the image one (sum over RGB for
 ViT/CLIP, mean for Swin) and, for ViT, a positional embedding resampled to the audio patch grid.
@@ -102,6 +103,70 @@ BACKBONES: dict[str, BackboneSpec] = {
 # ----------------------------------------------------------------------------------------------
 
 
+class _TokenScale(torch.autograd.Function):
+    """sqrt(biased variance over the last dim + eps): (..., D) -> (..., 1), LayerNorm's sigma.
+
+    Keeps only x and sigma for the backward pass (a centred copy would cost a tensor the size of x),
+    and centres before squaring instead of calling ``x.var``, which is 10x slower on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+        sigma = torch.sqrt((x - x.mean(-1, keepdim=True)).square().mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, sigma)
+        return sigma
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, sigma = ctx.saved_tensors
+        return grad * (x - x.mean(-1, keepdim=True)) / (x.shape[-1] * sigma), None
+
+
+def _time_views(qkv: torch.Tensor, frames: int, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Time-major q, k, v as strided views of a frame-major qkv: (B*T, N, 3D) -> each (B, N, heads, T, d)."""
+    BT, N, D3 = qkv.shape
+    qkv = qkv.reshape(BT // frames, frames, N, 3, heads, D3 // (3 * heads))
+    return qkv.permute(3, 0, 2, 4, 1, 5).unbind(0)
+
+
+class _TimeAttention(torch.autograd.Function):
+    """Softmax attention along time over a frame-major qkv that keeps only qkv (and the bias) for backward.
+
+    qkv is kept anyway by the spatial stage's ``qkv_after_update``; autograd's attention would add
+    copies of the strided q, k, v and the T x T weights. The backward pass recomputes the weights
+    (T x T per token and head: cheap).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, frames: int, heads: int, bias: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = _time_views(qkv, frames, heads)
+        mask = None if bias is None else bias.to(qkv.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, N, heads, T, d)
+        ctx.save_for_backward(qkv, bias)
+        ctx.frames, ctx.heads = frames, heads
+        return out.transpose(-2, -3).reshape(-1, frames, qkv.shape[-1] // 3)  # (B*N, T, D)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        qkv, bias = ctx.saved_tensors
+        q, k, v = (t.contiguous() for t in _time_views(qkv, ctx.frames, ctx.heads))  # batched matmuls need them
+        B, N, heads, T, d = q.shape
+        scale = d ** -0.5
+        scores = q @ k.transpose(-1, -2) * scale  # (B, N, heads, T, T)
+        weights = (scores if bias is None else scores + bias.to(scores.dtype)).softmax(-1)
+        grad = grad.reshape(B, N, T, heads, d).transpose(-2, -3).contiguous()  # (B, N, heads, T, d)
+        grad_v = weights.transpose(-1, -2) @ grad
+        grad_weights = grad @ v.transpose(-1, -2)
+        grad_scores = weights * (grad_weights - (grad_weights * weights).sum(-1, keepdim=True))
+        grad_q = grad_scores @ k * scale
+        grad_k = grad_scores.transpose(-1, -2) @ q * scale
+        grad_qkv = torch.stack([grad_q, grad_k, grad_v]).permute(1, 4, 2, 0, 3, 5)  # (B, T, N, 3, heads, d)
+        grad_bias = None
+        if bias is not None and ctx.needs_input_grad[3]:
+            grad_bias = grad_scores.sum_to_size(bias.shape).to(bias.dtype)
+        return grad_qkv.reshape(qkv.shape), None, None, grad_bias
+
+
 class FrozenAttention(nn.Module):
     """Multi-head self-attention over a fused qkv projection, computed with SDPA.
 
@@ -120,12 +185,24 @@ class FrozenAttention(nn.Module):
         ``project=False`` returns the concatenated heads before the output projection, so a caller
         that feeds the result straight into another Linear can fold ``proj`` into it.
         """
-        *lead, N, D = x.shape
-        qkv = self.qkv(x).reshape(*lead, N, 3, self.num_heads, D // self.num_heads)
+        return self.attend_qkv(self.qkv(x), bias, project)
+
+    def attend_qkv(self, qkv: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:
+        """``forward`` from an already projected qkv: (..., N, 3D) -> (..., N, D)."""
+        *lead, N, D3 = qkv.shape
+        qkv = qkv.reshape(*lead, N, 3, self.num_heads, D3 // (3 * self.num_heads))
         q, k, v = qkv.movedim(-3, 0).transpose(-2, -3).unbind(0)  # each (..., heads, N, d)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.transpose(-2, -3).reshape(*lead, N, D)  # (..., N, D)
+        out = out.transpose(-2, -3).reshape(*lead, N, D3 // 3)  # (..., N, D)
         return self.proj(out) if project else out
+
+    def attend_qkv_time(self, qkv: torch.Tensor, frames: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention along time from a frame-major qkv, before the output projection.
+
+        qkv: (B*T, N, 3D) -> (B*N, T, D); bias: broadcastable to (heads, T, T). The time-major q, k, v
+        are strided views, not copies, and the backward pass keeps nothing but qkv.
+        """
+        return _TimeAttention.apply(qkv, frames, self.num_heads, bias)
 
 
 def _quick_gelu_gate(x: torch.Tensor) -> torch.Tensor:
@@ -191,7 +268,56 @@ def one_channel_conv(conv: nn.Conv2d, reduce: str) -> nn.Conv2d:
     return audio_conv
 
 
-class ViTBlockParts(nn.Module):
+class SharedQKV:
+    """One Q/K/V projection for both of STG-CMA's attention passes over a block (``ln1``, ``attn``).
+
+    The temporal stage attends along time with ``project_qkv(x)``; the spatial stage needs the
+    projection of x after the temporal update, which ``qkv_after_update`` derives exactly from the
+    first at a fraction of the cost.
+    """
+
+    ln1: nn.Module
+    attn: FrozenAttention
+
+    @property
+    def shares_qkv(self) -> bool:
+        """Whether ``qkv_after_update`` applies: LN1 is a LayerNorm with an affine scale."""
+        return isinstance(self.ln1, nn.LayerNorm) and self.ln1.weight is not None
+
+    def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """qkv(LN1(x)): (..., N, D) -> (..., N, 3D)."""
+        return self.attn.qkv(self.ln1(x))
+
+    def attend_time_projected(self, qkv: torch.Tensor, frames: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``attend_time(project=False)`` from the frame-major ``project_qkv(x)``: (B*T, N, 3D) -> (B*N, T, D)."""
+        return self.attn.attend_qkv_time(qkv, frames, bias)
+
+    def qkv_after_update(self, qkv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, hidden: torch.Tensor,
+                         up: nn.Linear, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``project_qkv(y)`` for y = x + scale * up(hidden), from qkv = ``project_qkv(x)``; exact.
+
+        LN1 then the qkv projection maps z to W'(z - mean z) / sigma_z + c, with W' = W diag(gamma)
+        and c = W beta + b. With P the centring projection, W'(y - mean y) = sigma_x (qkv - c) +
+        scale * W'P (U hidden + u), so the (D -> 3D) matmul over y's tokens becomes an (h -> 3D) one
+        over the adapter's hidden units: 3Dh instead of 3D^2 per token.
+
+        x, y: (B*T, N, D); qkv: (B*T, N, 3D); hidden: (B*T, N, h); scale: (B*T,) or None.
+        """
+        ln, proj = self.ln1, self.attn.qkv
+        beta = ln.bias if ln.bias is not None else torch.zeros_like(ln.weight)
+        low_rank = torch.cat([up.weight, up.bias[:, None]], 1)  # [U u] (D, h+1)
+        low_rank = (low_rank - low_rank.mean(0, keepdim=True)) * ln.weight[:, None]  # diag(gamma) P [U u]
+        columns = proj.weight @ torch.cat([low_rank, beta[:, None]], 1)  # [W'PU  W'Pu  W beta] (3D, h+2)
+        if proj.bias is not None:
+            columns = columns + F.pad(proj.bias[:, None], (columns.shape[1] - 1, 0))  # last column: c
+        inv_sigma_y = 1.0 / _TokenScale.apply(y, ln.eps)  # (B*T, N, 1)
+        ratio = _TokenScale.apply(x, ln.eps) * inv_sigma_y
+        step = inv_sigma_y if scale is None else scale[:, None, None] * inv_sigma_y
+        inputs = torch.cat([hidden * step, step, 1.0 - ratio], -1).to(qkv.dtype)  # (B*T, N, h+2)
+        return torch.addcmul(F.linear(inputs, columns.to(qkv.dtype)), qkv, ratio.to(qkv.dtype))
+
+
+class ViTBlockParts(SharedQKV, nn.Module):
     """The frozen sub-layers of one pre-norm ViT block (CLIP or timm)."""
 
     def __init__(
@@ -209,6 +335,10 @@ class ViTBlockParts(nn.Module):
     def attend(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """Spatial MSA(LN1(x)) over all tokens of a frame; x: (B*T, N, D)."""
         return self.ls1(self.attn(self.ln1(x)))
+
+    def attend_projected(self, qkv: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """``attend`` from ``project_qkv``'s output: (B*T, N, 3D) -> (B*T, N, D)."""
+        return self.ls1(self.attn.attend_qkv(qkv))
 
     def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:
         """MSA(LN1(x)) along time; x: (B*N, T, D). ``project=False``: see ``output_projection``."""
@@ -355,7 +485,7 @@ def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
 
 
-class SwinBlockParts(nn.Module):
+class SwinBlockParts(SharedQKV, nn.Module):
     """The frozen sub-layers of one Swin block: (shifted) window attention with relative bias, MLP."""
 
     def __init__(self, block: nn.Module, heads_override: int | None) -> None:
@@ -402,6 +532,13 @@ class SwinBlockParts(nn.Module):
         bias = self._window_bias()  # (nW or 1, heads, A, A)
         windows = windows.reshape(x.shape[0], -1, *windows.shape[1:])  # (B, nW, A, C)
         out = self.attn(windows, bias)
+        return self.ungroup(out.flatten(0, 1), grid)
+
+    def attend_projected(self, qkv: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """``attend`` from ``project_qkv``'s output: (B, H*W, 3C) -> (B, H*W, C)."""
+        windows = self.group(qkv, grid)  # (B*nW, A, 3C)
+        windows = windows.reshape(qkv.shape[0], -1, *windows.shape[1:])  # (B, nW, A, 3C)
+        out = self.attn.attend_qkv(windows, self._window_bias())
         return self.ungroup(out.flatten(0, 1), grid)
 
     def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:

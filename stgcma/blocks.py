@@ -9,6 +9,11 @@ STG-CMA per block and stream x in {v, a} (METHOD.md):
 1. temporal:  x += DropPath(T_x(MSA_frozen(LN1(x)) along time))
 2. spatial:   s = MSA_frozen(LN1(x)); H = GELU(S.fc1(s)); H <-> cross-attn; x += s + S.fc2(H)
 3. global:    m = MLP_frozen(LN2(x)); G = GELU(M.fc1(m)); G <-> cross-attn; x += m + M.fc2(G)
+
+Steps 1 and 2 attend with the same frozen Q/K/V weights over x before and after the temporal
+update. The block projects each token once: the spatial stage's q, k, v come from the temporal
+stage's plus a rank-h correction (``SharedQKV.qkv_after_update``, exact), which removes a quarter
+of a frozen block's work from every block.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from stgcma.adapters import Adapter, BottleneckCrossAttention, LavishAdapter, TemporalBias, drop_path
+from stgcma.adapters import Adapter, BottleneckCrossAttention, LavishAdapter, TemporalBias, drop_path, drop_path_scale
 
 
 @dataclass
@@ -91,6 +96,29 @@ class STGCMABlock(nn.Module):
         xa = xa + drop_path(da.reshape(ctx.batch, -1, da.shape[-1]), rate, training).reshape(da.shape)
         return xv, xa
 
+    def _temporal_shared(self, frozen: nn.Module, xv: torch.Tensor, xa: torch.Tensor, ctx: StreamContext):
+        """``_temporal`` with one Q/K/V projection per stream for both attention passes of the block.
+
+        Returns the updated streams and their ``project_qkv``, which the spatial stage attends with:
+        the temporal update enters through ``frozen.qkv_after_update`` (a rank-h correction) instead
+        of a second projection of every token.
+        """
+        xv, qkv_v = self._temporal_update(frozen, xv, ctx, self.temporal_v, self.bias_v)
+        xa, qkv_a = self._temporal_update(frozen, xa, ctx, self.temporal_a, self.bias_a)
+        return xv, xa, qkv_v, qkv_a
+
+    def _temporal_update(self, frozen: nn.Module, x: torch.Tensor, ctx: StreamContext, adapter: Adapter,
+                         bias: TemporalBias | None) -> tuple[torch.Tensor, torch.Tensor]:
+        qkv = frozen.project_qkv(x)  # (B*T, N, 3D); per stream, so that LN1 and the update keep the same x
+        out = frozen.attend_time_projected(qkv, ctx.frames, None if bias is None else bias())  # (B*N, T, D)
+        hidden = from_time(adapter.down_after(out, *frozen.output_projection()), ctx.batch)  # (B*T, N, h)
+        scale = drop_path_scale(ctx.batch, self.drop_path_rate, self.training, x)
+        if scale is not None:
+            scale = scale.repeat_interleave(ctx.frames)  # (B*T,)
+        update = adapter.up(hidden)
+        y = x + (update if scale is None else update * scale[:, None, None])
+        return y, frozen.qkv_after_update(qkv, x, y, hidden, adapter.fc2, scale)
+
     def _adapt(self, frozen: nn.Module, sv: torch.Tensor, sa: torch.Tensor, adapter_v: Adapter,
                adapter_a: Adapter, ctx: StreamContext | None, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Adapter outputs for frozen sub-layer outputs sv, sa, with cross-attention in the bottleneck.
@@ -109,9 +137,13 @@ class STGCMABlock(nn.Module):
 
     def forward(self, frozen: nn.Module, xv: torch.Tensor, xa: torch.Tensor, ctx: StreamContext):
         """xv: (B*T, Nv, D), xa: (B*T, Na, D) -> same shapes."""
-        if self.temporal_v is not None:
-            xv, xa = self._temporal(frozen, xv, xa, ctx)
-        sv, sa = _pair(frozen.attend, xv, xa, ctx.grid_v, ctx.grid_a)
+        if self.temporal_v is not None and frozen.shares_qkv:
+            xv, xa, qkv_v, qkv_a = self._temporal_shared(frozen, xv, xa, ctx)
+            sv, sa = _pair(frozen.attend_projected, qkv_v, qkv_a, ctx.grid_v, ctx.grid_a)
+        else:
+            if self.temporal_v is not None:
+                xv, xa = self._temporal(frozen, xv, xa, ctx)
+            sv, sa = _pair(frozen.attend, xv, xa, ctx.grid_v, ctx.grid_a)
         if self.spatial_v is not None:
             uv, ua = self._adapt(frozen, sv, sa, self.spatial_v, self.spatial_a, ctx, "spatial")
             sv, sa = sv + uv, sa + ua
