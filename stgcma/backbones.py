@@ -278,11 +278,17 @@ class SharedQKV:
 
     ln1: nn.Module
     attn: FrozenAttention
+    # Below this width the projection is too cheap to pay for the correction's extra passes over
+    # (tokens, 3D). STG-CMA block forward, shared over plain, 2-core CPU, T=10, 2026-12-05:
+    # 0.86x at D=768 and 1024 (h = D/32), 0.90-0.98x at D=192-384 with 197 tokens a frame, but
+    # 1.02-1.20x at D=192-384 with 50 (the embedded default's) and no gain in Swin's first stages.
+    min_width: int = 512
 
     @property
     def shares_qkv(self) -> bool:
-        """Whether ``qkv_after_update`` applies: LN1 is a LayerNorm with an affine scale."""
-        return isinstance(self.ln1, nn.LayerNorm) and self.ln1.weight is not None
+        """Whether the block uses ``qkv_after_update``: a LayerNorm with an affine scale, ``min_width`` or wider."""
+        ln = self.ln1
+        return isinstance(ln, nn.LayerNorm) and ln.weight is not None and ln.weight.numel() >= self.min_width
 
     def project_qkv(self, x: torch.Tensor) -> torch.Tensor:
         """qkv(LN1(x)): (..., N, D) -> (..., N, 3D)."""

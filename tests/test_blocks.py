@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stgcma.adapters import Adapter, BottleneckCrossAttention, LavishAdapter, TemporalBias, drop_path
-from stgcma.backbones import build_trunk
+from stgcma.backbones import SharedQKV, build_trunk
 from stgcma.blocks import STGCMABlock, StreamContext, from_time, to_time
 from stgcma.config import BackboneConfig
 
@@ -102,6 +102,7 @@ def test_block_equals_the_method_written_out(name, training, shared, monkeypatch
     torch.manual_seed(0)
     trunk = build_trunk(BackboneConfig(name=name))
     frozen = trunk.blocks[0]
+    monkeypatch.setattr(SharedQKV, "min_width", 0)  # the test backbones are narrower than where it pays
     assert frozen.shares_qkv
     if not shared:
         monkeypatch.setattr(type(frozen), "shares_qkv", False)
@@ -157,6 +158,8 @@ def test_one_qkv_keeps_no_more_for_backward_than_two(name, monkeypatch):
     xv = torch.randn(2 * frames, tokens, dim, requires_grad=True)
     xa = torch.randn(2 * frames, tokens, dim, requires_grad=True)
     ctx = StreamContext(2, frames, grid, grid)
+    monkeypatch.setattr(SharedQKV, "min_width", 0)
+    assert frozen.shares_qkv
     shared = _saved_bytes(lambda: block(frozen, xv, xa, ctx))
     monkeypatch.setattr(type(frozen), "shares_qkv", False)
     plain = _saved_bytes(lambda: block(frozen, xv, xa, ctx))
@@ -164,3 +167,9 @@ def test_one_qkv_keeps_no_more_for_backward_than_two(name, monkeypatch):
     # token's D-wide tensors: 1.7% more at this test's D=32, 0.5% at CLIP-B/16's. Autograd's own
     # attention over the strided time views would keep 17% more here.
     assert shared <= 1.05 * plain, (shared, plain)
+
+
+def test_the_shared_projection_is_used_where_it_pays():
+    clip = build_trunk(BackboneConfig(name="clip-vit-b16"))  # random weights: no download
+    assert all(block.shares_qkv for block in clip.blocks)
+    assert not any(block.shares_qkv for block in build_trunk(BackboneConfig(name="synth-vit")).blocks)
