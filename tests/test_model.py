@@ -270,3 +270,28 @@ def test_bench_train_reports_every_variant_and_the_ratios():
     assert result["checkpointing_3_4_memory_ratio"] == (rows["stgcma_checkpointing_3_4"]["peak_bytes"]
                                                         / rows["stgcma"]["peak_bytes"])
     assert rows["linear_probe"]["trainable"] < rows["stgcma"]["trainable"] < rows["full_finetune"]["trainable"]
+
+
+def test_torch_compile_traces_the_shared_projection(monkeypatch):
+    """``benchmarks/gpu.sh`` compiles CLIP models, whose blocks use the shared Q/K/V projection's
+    autograd functions: compiled, the model must give the eager outputs and gradients."""
+    from stgcma.backbones import SharedQKV
+
+    monkeypatch.setattr(SharedQKV, "min_width", 0)  # vit-test's blocks are narrower than where it pays
+    torch.manual_seed(0)
+    model = create_model("vit-test", {"adapter.drop_path": 0.0, "head.dropout": 0.0})
+    assert all(block.shares_qkv for block in model.encoder.trunk.blocks)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data.normal_(0, 0.05)  # nonzero up-projections: the correction is not zero
+    video, audio = random_inputs(model.config, batch=2)
+    grads = []
+    for forward in (torch.compile(model), model):
+        model.zero_grad()
+        logits = forward(video, audio)["logits"]
+        logits.square().mean().backward()
+        grads.append((logits.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (compiled, compiled_grads), (eager, eager_grads) = grads
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
+    for a, b in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-3)
