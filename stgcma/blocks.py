@@ -109,7 +109,7 @@ class STGCMABlock(nn.Module):
 
     def _temporal_update(self, frozen: nn.Module, x: torch.Tensor, ctx: StreamContext, adapter: Adapter,
                          bias: TemporalBias | None) -> tuple[torch.Tensor, torch.Tensor]:
-        qkv = frozen.project_qkv(x)  # (B*T, N, 3D); per stream, so that LN1 and the update keep the same x
+        qkv = frozen.project_qkv(x)  # (B*T, N, 3D); per stream: LN1 and qkv_after_update keep the same x
         out = frozen.attend_time_projected(qkv, ctx.frames, None if bias is None else bias())  # (B*N, T, D)
         hidden = from_time(adapter.down_after(out, *frozen.output_projection()), ctx.batch)  # (B*T, N, h)
         scale = drop_path_scale(ctx.batch, self.drop_path_rate, self.training, x)

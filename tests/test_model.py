@@ -199,9 +199,15 @@ def test_bad_configs_are_explained():
         create_model("vit-test", {"adapter.ratio": 0.001})
 
 
-def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+@pytest.mark.parametrize("shared_qkv", [False, True])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(shared_qkv, monkeypatch):
+    from stgcma.backbones import SharedQKV
+
+    if shared_qkv:  # the path of blocks 512 or more wide, whose autograd functions are recomputed too
+        monkeypatch.setattr(SharedQKV, "min_width", 0)
     torch.manual_seed(0)
     model = create_model("vit-test").eval()  # no dropout, so both passes see the same function
+    assert model.encoder.trunk.blocks[0].shares_qkv == shared_qkv
     video, audio = random_inputs(model.config)
 
     def grads(checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
