@@ -340,7 +340,7 @@ class ViTBlockParts(SharedQKV, nn.Module):
 
     def attend(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """Spatial MSA(LN1(x)) over all tokens of a frame; x: (B*T, N, D)."""
-        return self.ls1(self.attn(self.ln1(x)))
+        return self.attend_projected(self.project_qkv(x))
 
     def attend_projected(self, qkv: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """``attend`` from ``project_qkv``'s output: (B*T, N, 3D) -> (B*T, N, D)."""

@@ -96,19 +96,14 @@ class STGCMABlock(nn.Module):
         xa = xa + drop_path(da.reshape(ctx.batch, -1, da.shape[-1]), rate, training).reshape(da.shape)
         return xv, xa
 
-    def _temporal_shared(self, frozen: nn.Module, xv: torch.Tensor, xa: torch.Tensor, ctx: StreamContext):
-        """``_temporal`` with one Q/K/V projection per stream for both attention passes of the block.
-
-        Returns the updated streams and their ``project_qkv``, which the spatial stage attends with:
-        the temporal update enters through ``frozen.qkv_after_update`` (a rank-h correction) instead
-        of a second projection of every token.
-        """
-        xv, qkv_v = self._temporal_update(frozen, xv, ctx, self.temporal_v, self.bias_v)
-        xa, qkv_a = self._temporal_update(frozen, xa, ctx, self.temporal_a, self.bias_a)
-        return xv, xa, qkv_v, qkv_a
-
     def _temporal_update(self, frozen: nn.Module, x: torch.Tensor, ctx: StreamContext, adapter: Adapter,
                          bias: TemporalBias | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_temporal`` for one stream with one Q/K/V projection for both attention passes of the block.
+
+        Returns the updated stream and its ``project_qkv``, which the spatial stage attends with: the
+        temporal update enters through ``frozen.qkv_after_update`` (a rank-h correction) instead of a
+        second projection of every token.
+        """
         qkv = frozen.project_qkv(x)  # (B*T, N, 3D); per stream: LN1 and qkv_after_update keep the same x
         out = frozen.attend_time_projected(qkv, ctx.frames, None if bias is None else bias())  # (B*N, T, D)
         hidden = from_time(adapter.down_after(out, *frozen.output_projection()), ctx.batch)  # (B*T, N, h)
@@ -138,7 +133,8 @@ class STGCMABlock(nn.Module):
     def forward(self, frozen: nn.Module, xv: torch.Tensor, xa: torch.Tensor, ctx: StreamContext):
         """xv: (B*T, Nv, D), xa: (B*T, Na, D) -> same shapes."""
         if self.temporal_v is not None and frozen.shares_qkv:
-            xv, xa, qkv_v, qkv_a = self._temporal_shared(frozen, xv, xa, ctx)
+            xv, qkv_v = self._temporal_update(frozen, xv, ctx, self.temporal_v, self.bias_v)
+            xa, qkv_a = self._temporal_update(frozen, xa, ctx, self.temporal_a, self.bias_a)
             sv, sa = _pair(frozen.attend_projected, qkv_v, qkv_a, ctx.grid_v, ctx.grid_a)
         else:
             if self.temporal_v is not None:

@@ -98,7 +98,8 @@ def _method_block(block, frozen, xv, xa, ctx):
 @pytest.mark.parametrize("name", ["vit-test", "clip-test", "swin-test"])
 def test_block_equals_the_method_written_out(name, training, shared, monkeypatch):
     """The block's values and gradients are the method's, with one Q/K/V projection per stream
-    (``qkv_after_update``) and with the plain path a block takes when LN1 is not a LayerNorm."""
+    (``qkv_after_update``) and with the plain path a block takes when it is narrower than
+    ``SharedQKV.min_width`` or LN1 is not a LayerNorm."""
     torch.manual_seed(0)
     trunk = build_trunk(BackboneConfig(name=name))
     frozen = trunk.blocks[0]
