@@ -122,6 +122,33 @@ class _TokenScale(torch.autograd.Function):
         return grad * (x - x.mean(-1, keepdim=True)) / (x.shape[-1] * sigma), None
 
 
+class _UpdatedScale(torch.autograd.Function):
+    """LayerNorm's sigma of y = x + scale * (hidden @ weight^T + bias), like ``_TokenScale`` but keeping
+    x and hidden instead of y.
+
+    x is kept by LN1 and hidden by the adapter's up-projection anyway; the backward pass rebuilds y
+    with the same (h -> D) matmul instead of keeping a (tokens, D) tensor per block and stream. The
+    gradient goes to y, whose own graph carries it on to x, hidden and the adapter.
+    y, x: (B*T, N, D); hidden: (B*T, N, h); scale: (B*T,) or None (then 1) -> (B*T, N, 1).
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor, scale: torch.Tensor | None, eps: float) -> torch.Tensor:
+        sigma = torch.sqrt((y - y.mean(-1, keepdim=True)).square_().mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, hidden, weight, bias, scale, sigma)
+        return sigma
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, hidden, weight, bias, scale, sigma = ctx.saved_tensors
+        # as the block made it, also under autocast (which hands hidden over in its reduced precision)
+        update = F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype))
+        y = x + (update if scale is None else update * scale[:, None, None])
+        grad_y = (y - y.mean(-1, keepdim=True)).mul_(grad / (x.shape[-1] * sigma))
+        return grad_y, None, None, None, None, None, None
+
+
 def _time_views(qkv: torch.Tensor, frames: int, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Time-major q, k, v as strided views of a frame-major qkv: (B*T, N, 3D) -> each (B, N, heads, T, d)."""
     BT, N, D3 = qkv.shape
@@ -129,26 +156,51 @@ def _time_views(qkv: torch.Tensor, frames: int, heads: int) -> tuple[torch.Tenso
     return qkv.permute(3, 0, 2, 4, 1, 5).unbind(0)
 
 
-class _TimeAttention(torch.autograd.Function):
-    """Softmax attention along time over a frame-major qkv that keeps only qkv (and the bias) for backward.
+class QKVHandle:
+    """Hands a frame-major qkv from ``_Reproject``'s backward pass to ``_TimeAttention``'s.
 
-    qkv is kept anyway by the spatial stage's ``qkv_after_update``; autograd's attention would add
-    copies of the strided q, k, v and the T x T weights. The backward pass recomputes the weights
-    (T x T per token and head: cheap).
+    The temporal stage's projection qkv(x) and the spatial stage's qkv(y) differ by the exact rank-h
+    correction of ``SharedQKV.qkv_after_update``, so the backward pass rebuilds qkv(x) from qkv(y),
+    which the spatial attention keeps anyway, instead of keeping both ((tokens, 3D) per block and
+    stream). ``_Reproject``'s backward always runs first: the temporal attention's output reaches
+    qkv(y) through the adapter's hidden units, so autograd cannot finish that output's gradient before it.
+    """
+
+    def __init__(self) -> None:
+        self.qkv: torch.Tensor | None = None
+
+    def take(self) -> torch.Tensor:
+        qkv, self.qkv = self.qkv, None
+        if qkv is None:
+            raise RuntimeError(
+                "the temporal attention's backward pass ran before its Q/K/V were rebuilt: the gradient does "
+                "not reach the spatial stage's projection (qkv_after_update) of the same block; pass handle=None "
+                "to keep qkv instead")
+        return qkv
+
+
+class _TimeAttention(torch.autograd.Function):
+    """Softmax attention along time over a frame-major qkv that keeps at most qkv (and the bias) for backward.
+
+    With a ``QKVHandle`` it keeps no qkv at all: ``_Reproject``'s backward pass rebuilds it. Without,
+    it keeps qkv; autograd's attention would add copies of the strided q, k, v and the T x T
+    weights. The backward pass recomputes the weights (T x T per token and head: cheap).
     """
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, frames: int, heads: int, bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, qkv: torch.Tensor, frames: int, heads: int, bias: torch.Tensor | None,
+                handle: QKVHandle | None) -> torch.Tensor:
         q, k, v = _time_views(qkv, frames, heads)
         mask = None if bias is None else bias.to(qkv.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, N, heads, T, d)
-        ctx.save_for_backward(qkv, bias)
-        ctx.frames, ctx.heads = frames, heads
+        ctx.save_for_backward(*((bias,) if handle is not None else (bias, qkv)))
+        ctx.frames, ctx.heads, ctx.handle, ctx.shape = frames, heads, handle, qkv.shape
         return out.transpose(-2, -3).reshape(-1, frames, qkv.shape[-1] // 3)  # (B*N, T, D)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        qkv, bias = ctx.saved_tensors
+        bias, *kept = ctx.saved_tensors
+        qkv = kept[0] if kept else ctx.handle.take()
         q, k, v = (t.contiguous() for t in _time_views(qkv, ctx.frames, ctx.heads))  # batched matmuls need them
         B, N, heads, T, d = q.shape
         scale = d ** -0.5
@@ -164,7 +216,35 @@ class _TimeAttention(torch.autograd.Function):
         grad_bias = None
         if bias is not None and ctx.needs_input_grad[3]:
             grad_bias = grad_scores.sum_to_size(bias.shape).to(bias.dtype)
-        return grad_qkv.reshape(qkv.shape), None, None, grad_bias
+        return grad_qkv.reshape(ctx.shape), None, None, grad_bias, None
+
+
+class _Reproject(torch.autograd.Function):
+    """qkv(y) = inputs @ columns^T + ratio * qkv(x) (``SharedQKV.qkv_after_update``'s last step).
+
+    Keeps its output, inputs (h+2 wide), columns and ratio, not qkv(x): the backward pass rebuilds
+    qkv(x) = (qkv(y) - inputs @ columns^T) / ratio (ratio = sigma_x / sigma_y > 0) for its own
+    gradient and hands it to the temporal attention's backward through ``handle``.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, inputs: torch.Tensor, columns: torch.Tensor, ratio: torch.Tensor,
+                handle: QKVHandle) -> torch.Tensor:
+        out = torch.addcmul(F.linear(inputs, columns), qkv, ratio)
+        ctx.save_for_backward(out, inputs, columns, ratio)
+        ctx.handle = handle
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        out, inputs, columns, ratio = ctx.saved_tensors
+        qkv = (out - F.linear(inputs, columns)).div_(ratio)  # qkv(x), rebuilt
+        grad_ratio = (grad * qkv).sum(-1, keepdim=True) if ctx.needs_input_grad[3] else None
+        ctx.handle.qkv = qkv
+        grad_qkv = grad * ratio if ctx.needs_input_grad[0] else None
+        grad_inputs = grad @ columns if ctx.needs_input_grad[1] else None
+        grad_columns = grad.flatten(0, -2).T @ inputs.flatten(0, -2) if ctx.needs_input_grad[2] else None
+        return grad_qkv, grad_inputs, grad_columns, grad_ratio, None
 
 
 class FrozenAttention(nn.Module):
@@ -196,13 +276,15 @@ class FrozenAttention(nn.Module):
         out = out.transpose(-2, -3).reshape(*lead, N, D3 // 3)  # (..., N, D)
         return self.proj(out) if project else out
 
-    def attend_qkv_time(self, qkv: torch.Tensor, frames: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def attend_qkv_time(self, qkv: torch.Tensor, frames: int, bias: torch.Tensor | None = None,
+                        handle: QKVHandle | None = None) -> torch.Tensor:
         """Attention along time from a frame-major qkv, before the output projection.
 
         qkv: (B*T, N, 3D) -> (B*N, T, D); bias: broadcastable to (heads, T, T). The time-major q, k, v
-        are strided views, not copies, and the backward pass keeps nothing but qkv.
+        are strided views, not copies, and the backward pass keeps nothing but qkv, or nothing at all
+        with a ``QKVHandle`` that a later ``_Reproject`` of the same qkv fills.
         """
-        return _TimeAttention.apply(qkv, frames, self.num_heads, bias)
+        return _TimeAttention.apply(qkv, frames, self.num_heads, bias, handle)
 
 
 def _quick_gelu_gate(x: torch.Tensor) -> torch.Tensor:
@@ -294,12 +376,22 @@ class SharedQKV:
         """qkv(LN1(x)): (..., N, D) -> (..., N, 3D)."""
         return self.attn.qkv(self.ln1(x))
 
-    def attend_time_projected(self, qkv: torch.Tensor, frames: int, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """``attend_time(project=False)`` from the frame-major ``project_qkv(x)``: (B*T, N, 3D) -> (B*N, T, D)."""
-        return self.attn.attend_qkv_time(qkv, frames, bias)
+    def attend_projected(self, qkv: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """The spatial ``attend`` from ``project_qkv``'s output: (B*T, N, 3D) -> (B*T, N, D)."""
+        return self.project_heads(self.attend_heads(qkv, grid))
+
+    def attend_time_projected(self, qkv: torch.Tensor, frames: int, bias: torch.Tensor | None = None,
+                              handle: QKVHandle | None = None) -> torch.Tensor:
+        """``attend_time(project=False)`` from the frame-major ``project_qkv(x)``: (B*T, N, 3D) -> (B*N, T, D).
+
+        Give the same ``handle`` to the ``qkv_after_update`` of this qkv, and the backward pass keeps
+        one projection instead of two.
+        """
+        return self.attn.attend_qkv_time(qkv, frames, bias, handle)
 
     def qkv_after_update(self, qkv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, hidden: torch.Tensor,
-                         up: nn.Linear, scale: torch.Tensor | None = None) -> torch.Tensor:
+                         up: nn.Linear, scale: torch.Tensor | None = None,
+                         handle: QKVHandle | None = None) -> torch.Tensor:
         """``project_qkv(y)`` for y = x + scale * up(hidden), from qkv = ``project_qkv(x)``; exact.
 
         LN1 then the qkv projection maps z to W'(z - mean z) / sigma_z + c, with W' = W diag(gamma)
@@ -307,7 +399,8 @@ class SharedQKV:
         scale * W'P (U hidden + u), so the (D -> 3D) matmul over y's tokens becomes an (h -> 3D) one
         over the adapter's hidden units: 3Dh instead of 3D^2 per token.
 
-        x, y: (B*T, N, D); qkv: (B*T, N, 3D); hidden: (B*T, N, h); scale: (B*T,) or None.
+        x, y: (B*T, N, D); qkv: (B*T, N, 3D); hidden: (B*T, N, h); scale: (B*T,) or None. ``handle``:
+        the one given to ``attend_time_projected`` for this qkv (its backward pass then rebuilds qkv).
         """
         ln, proj = self.ln1, self.attn.qkv
         beta = ln.bias if ln.bias is not None else torch.zeros_like(ln.weight)
@@ -316,11 +409,14 @@ class SharedQKV:
         columns = proj.weight @ torch.cat([low_rank, beta[:, None]], 1)  # [W'PU  W'Pu  W beta] (3D, h+2)
         if proj.bias is not None:
             columns = columns + F.pad(proj.bias[:, None], (columns.shape[1] - 1, 0))  # last column: c
-        inv_sigma_y = 1.0 / _TokenScale.apply(y, ln.eps)  # (B*T, N, 1)
+        inv_sigma_y = 1.0 / _UpdatedScale.apply(y, x, hidden, up.weight, up.bias, scale, ln.eps)  # (B*T, N, 1)
         ratio = _TokenScale.apply(x, ln.eps) * inv_sigma_y
         step = inv_sigma_y if scale is None else scale[:, None, None] * inv_sigma_y
         inputs = torch.cat([hidden * step, step, 1.0 - ratio], -1).to(qkv.dtype)  # (B*T, N, h+2)
-        return torch.addcmul(F.linear(inputs, columns.to(qkv.dtype)), qkv, ratio.to(qkv.dtype))
+        columns, ratio = columns.to(qkv.dtype), ratio.to(qkv.dtype)
+        if handle is None:
+            return torch.addcmul(F.linear(inputs, columns), qkv, ratio)
+        return _Reproject.apply(qkv, inputs, columns, ratio, handle)
 
 
 class ViTBlockParts(SharedQKV, nn.Module):
@@ -342,9 +438,13 @@ class ViTBlockParts(SharedQKV, nn.Module):
         """Spatial MSA(LN1(x)) over all tokens of a frame; x: (B*T, N, D)."""
         return self.attend_projected(self.project_qkv(x))
 
-    def attend_projected(self, qkv: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        """``attend`` from ``project_qkv``'s output: (B*T, N, 3D) -> (B*T, N, D)."""
-        return self.ls1(self.attn.attend_qkv(qkv))
+    def attend_heads(self, qkv: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """The spatial attention's heads before the output projection: (B*T, N, 3D) -> (B*T, N, D), a view
+        of what SDPA keeps for its backward pass."""
+        return self.attn.attend_qkv(qkv, project=False)
+
+    def project_heads(self, heads: torch.Tensor) -> torch.Tensor:
+        return self.ls1(self.attn.proj(heads))
 
     def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:
         """MSA(LN1(x)) along time; x: (B*N, T, D). ``project=False``: see ``output_projection``."""
@@ -540,12 +640,15 @@ class SwinBlockParts(SharedQKV, nn.Module):
         out = self.attn(windows, bias)
         return self.ungroup(out.flatten(0, 1), grid)
 
-    def attend_projected(self, qkv: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """``attend`` from ``project_qkv``'s output: (B, H*W, 3C) -> (B, H*W, C)."""
+    def attend_heads(self, qkv: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The window attention's heads before the output projection, in token order: (B, H*W, 3C) -> (B, H*W, C)."""
         windows = self.group(qkv, grid)  # (B*nW, A, 3C)
         windows = windows.reshape(qkv.shape[0], -1, *windows.shape[1:])  # (B, nW, A, 3C)
-        out = self.attn.attend_qkv(windows, self._window_bias())
+        out = self.attn.attend_qkv(windows, self._window_bias(), project=False)
         return self.ungroup(out.flatten(0, 1), grid)
+
+    def project_heads(self, heads: torch.Tensor) -> torch.Tensor:
+        return self.attn.proj(heads)
 
     def attend_time(self, x: torch.Tensor, bias: torch.Tensor | None = None, project: bool = True) -> torch.Tensor:
         """MSA(LN1(x)) along time (no spatial bias); x: (B*N, T, C)."""

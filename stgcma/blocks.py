@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from stgcma.adapters import Adapter, BottleneckCrossAttention, LavishAdapter, TemporalBias, drop_path, drop_path_scale
+from stgcma.backbones import QKVHandle
 
 
 @dataclass
@@ -105,23 +106,31 @@ class STGCMABlock(nn.Module):
         second projection of every token.
         """
         qkv = frozen.project_qkv(x)  # (B*T, N, 3D); per stream: LN1 and qkv_after_update keep the same x
-        out = frozen.attend_time_projected(qkv, ctx.frames, None if bias is None else bias())  # (B*N, T, D)
+        handle = QKVHandle()  # backward: qkv rebuilt from the spatial stage's projection, not kept
+        out = frozen.attend_time_projected(qkv, ctx.frames, None if bias is None else bias(), handle)  # (B*N, T, D)
         hidden = from_time(adapter.down_after(out, *frozen.output_projection()), ctx.batch)  # (B*T, N, h)
         scale = drop_path_scale(ctx.batch, self.drop_path_rate, self.training, x)
         if scale is not None:
             scale = scale.repeat_interleave(ctx.frames)  # (B*T,)
         update = adapter.up(hidden)
         y = x + (update if scale is None else update * scale[:, None, None])
-        return y, frozen.qkv_after_update(qkv, x, y, hidden, adapter.fc2, scale)
+        return y, frozen.qkv_after_update(qkv, x, y, hidden, adapter.fc2, scale, handle)
 
     def _adapt(self, frozen: nn.Module, sv: torch.Tensor, sa: torch.Tensor, adapter_v: Adapter,
-               adapter_a: Adapter, ctx: StreamContext | None, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+               adapter_a: Adapter, ctx: StreamContext | None, stage: str,
+               heads: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Adapter outputs for frozen sub-layer outputs sv, sa, with cross-attention in the bottleneck.
 
         ``ctx`` given: cross-attention inside the frozen block's token groups (spatial stage);
-        ``ctx`` None: over all tokens of a frame (global stage).
+        ``ctx`` None: over all tokens of a frame (global stage). ``heads``: the attention's output
+        before its projection (sv, sa = its projections); the adapters then fold that projection in
+        and keep the attention's own saved output for backward instead of sv, sa.
         """
-        hv, ha = adapter_v.down(sv), adapter_a.down(sa)  # (B*T, N, h)
+        if heads is None:
+            hv, ha = adapter_v.down(sv), adapter_a.down(sa)  # (B*T, N, h)
+        else:
+            weight, bias = frozen.output_projection()
+            hv, ha = adapter_v.down_after(heads[0], weight, bias), adapter_a.down_after(heads[1], weight, bias)
         if ctx is not None:
             gv, ga = frozen.group(hv, ctx.grid_v), frozen.group(ha, ctx.grid_a)  # (B*T*groups, n, h)
             gv, ga = self.cross(gv, ga, stage)
@@ -135,13 +144,17 @@ class STGCMABlock(nn.Module):
         if self.temporal_v is not None and frozen.shares_qkv:
             xv, qkv_v = self._temporal_update(frozen, xv, ctx, self.temporal_v, self.bias_v)
             xa, qkv_a = self._temporal_update(frozen, xa, ctx, self.temporal_a, self.bias_a)
-            sv, sa = _pair(frozen.attend_projected, qkv_v, qkv_a, ctx.grid_v, ctx.grid_a)
+            # per stream: concatenated, the attention would keep a copy of both projections, which
+            # the correction's backward pass keeps already
+            heads = frozen.attend_heads(qkv_v, ctx.grid_v), frozen.attend_heads(qkv_a, ctx.grid_a)  # (B*T, N, D)
+            sv, sa = frozen.project_heads(heads[0]), frozen.project_heads(heads[1])
         else:
             if self.temporal_v is not None:
                 xv, xa = self._temporal(frozen, xv, xa, ctx)
             sv, sa = _pair(frozen.attend, xv, xa, ctx.grid_v, ctx.grid_a)
+            heads = None
         if self.spatial_v is not None:
-            uv, ua = self._adapt(frozen, sv, sa, self.spatial_v, self.spatial_a, ctx, "spatial")
+            uv, ua = self._adapt(frozen, sv, sa, self.spatial_v, self.spatial_a, ctx, "spatial", heads)
             sv, sa = sv + uv, sa + ua
         xv, xa = xv + sv, xa + sa
         mv, ma = _pair(frozen.feed_forward, xv, xa)
