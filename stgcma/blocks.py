@@ -13,7 +13,10 @@ STG-CMA per block and stream x in {v, a} (METHOD.md):
 Steps 1 and 2 attend with the same frozen Q/K/V weights over x before and after the temporal
 update. The block projects each token once: the spatial stage's q, k, v come from the temporal
 stage's plus a rank-h correction (``SharedQKV.qkv_after_update``, exact), which removes a quarter
-of a frozen block's work from every block.
+of a frozen block's work from every block. For the backward pass it keeps one projection per
+stream (the temporal stage's is rebuilt from the spatial stage's), and the spatial adapters, like
+the temporal ones, fold the attention's output projection in, so they keep the attention's own
+saved output instead of a copy.
 """
 
 from __future__ import annotations

@@ -148,10 +148,12 @@ def _saved_bytes(fn) -> int:
 
 @pytest.mark.parametrize("name", ["clip-test", "swin-test"])
 def test_one_qkv_keeps_less_for_backward_than_two(name, monkeypatch):
-    """The shared projection must not trade its saved compute for memory. The time attention keeps no
-    q, k, v: the correction's backward pass rebuilds qkv(x) from qkv(y), which the spatial attention
-    keeps anyway, so a ViT block keeps one (tokens, 3D) projection per stream fewer than the plain
-    path. Swin's spatial attention keeps its own windowed copy of qkv(y): no more than the plain path."""
+    """The shared projection keeps less for backward than the plain path. Per stream, a ViT block keeps
+    no qkv(x) (the correction's backward pass rebuilds it from qkv(y), which the spatial attention
+    keeps anyway), no y (rebuilt from x and the adapter's hidden units) and no copy of the attention
+    output for the spatial adapter (it folds the output projection): 5/3 of a (tokens, 3D)
+    projection. Swin's spatial attention keeps its own windowed copy of qkv(y) and the adapter an
+    ungrouped copy of the heads: about one projection less."""
     trunk = build_trunk(BackboneConfig(name=name)).requires_grad_(False)  # frozen, as in a model
     frozen = trunk.blocks[0]
     dim, frames = frozen.ln1.weight.numel(), 4
@@ -170,7 +172,7 @@ def test_one_qkv_keeps_less_for_backward_than_two(name, monkeypatch):
     qkv_bytes = (xv.numel() + xa.numel()) * 3 * xv.element_size()
     # Per-token scalars (the sigmas, their ratio, the (h+2)-wide correction input) are 1/D of a
     # token's D-wide tensors: 12% of a projection at this test's D=32, 3% at CLIP-B/16's.
-    assert plain - shared >= (0 if swin else 0.8 * qkv_bytes), (shared, plain, qkv_bytes)
+    assert plain - shared >= (0.75 if swin else 1.4) * qkv_bytes, (shared, plain, qkv_bytes)
 
 
 def test_the_shared_projection_is_used_where_it_pays():
