@@ -168,6 +168,11 @@ class QKVHandle:
 
     def __init__(self) -> None:
         self.qkv: torch.Tensor | None = None
+        self.wanted = False  # set by the temporal attention when its backward pass will run
+
+    def give(self, qkv: torch.Tensor) -> None:
+        if self.wanted:  # else nothing would take it, and it would live until the graph is freed
+            self.qkv = qkv
 
     def take(self) -> torch.Tensor:
         qkv, self.qkv = self.qkv, None
@@ -195,6 +200,8 @@ class _TimeAttention(torch.autograd.Function):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, N, heads, T, d)
         ctx.save_for_backward(*((bias,) if handle is not None else (bias, qkv)))
         ctx.frames, ctx.heads, ctx.handle, ctx.shape = frames, heads, handle, qkv.shape
+        if handle is not None:
+            handle.wanted = any(ctx.needs_input_grad)
         return out.transpose(-2, -3).reshape(-1, frames, qkv.shape[-1] // 3)  # (B*N, T, D)
 
     @staticmethod
@@ -240,7 +247,7 @@ class _Reproject(torch.autograd.Function):
         out, inputs, columns, ratio = ctx.saved_tensors
         qkv = (out - F.linear(inputs, columns)).div_(ratio)  # qkv(x), rebuilt
         grad_ratio = (grad * qkv).sum(-1, keepdim=True) if ctx.needs_input_grad[3] else None
-        ctx.handle.qkv = qkv
+        ctx.handle.give(qkv)
         grad_qkv = grad * ratio if ctx.needs_input_grad[0] else None
         grad_inputs = grad @ columns if ctx.needs_input_grad[1] else None
         grad_columns = grad.flatten(0, -2).T @ inputs.flatten(0, -2) if ctx.needs_input_grad[2] else None

@@ -189,3 +189,20 @@ def test_time_attention_without_its_rebuilt_qkv_says_why():
     out = frozen.attend_time_projected(frozen.project_qkv(x), 3, None, QKVHandle())
     with pytest.raises(RuntimeError, match="rebuilt"):
         out.sum().backward()
+
+
+def test_rebuilt_qkv_is_not_held_when_the_time_attention_needs_no_gradient():
+    """In a first block whose input needs no gradient (no temporal bias), nothing takes the rebuilt
+    qkv(x): the handle must not hold it for the rest of the backward pass."""
+    frozen = build_trunk(BackboneConfig(name="clip-test")).requires_grad_(False).blocks[0]
+    dim, frames = frozen.ln1.weight.numel(), 3
+    adapter = Adapter(dim, 4)
+    adapter.fc2.weight.data.normal_(0, 0.2)
+    x = torch.randn(2 * frames, 5, dim)  # no gradient wanted
+    qkv = frozen.project_qkv(x)
+    handle = QKVHandle()
+    out = frozen.attend_time_projected(qkv, frames, None, handle)  # (B*N, T, D)
+    hidden = from_time(adapter.down_after(out, *frozen.output_projection()), 2)
+    y = x + adapter.up(hidden)
+    frozen.qkv_after_update(qkv, x, y, hidden, adapter.fc2, None, handle).square().sum().backward()
+    assert adapter.fc1.weight.grad is not None and handle.qkv is None
