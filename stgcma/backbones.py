@@ -103,23 +103,42 @@ BACKBONES: dict[str, BackboneSpec] = {
 # ----------------------------------------------------------------------------------------------
 
 
-class _TokenScale(torch.autograd.Function):
-    """sqrt(biased variance over the last dim + eps): (..., D) -> (..., 1), LayerNorm's sigma.
+def _sigma(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm's sigma, sqrt(biased variance over the last dim + eps): (..., D) -> (..., 1).
 
-    Keeps only x and sigma for the backward pass (a centred copy would cost a tensor the size of x),
-    and centres before squaring instead of calling ``x.var``, which is 10x slower on CPU.
+    Centres before squaring instead of calling ``x.var``, which is 10x slower on CPU.
     """
+    return torch.sqrt((x - x.mean(-1, keepdim=True)).square_().mean(-1, keepdim=True) + eps)
+
+
+def _sigma_backward(x: torch.Tensor, sigma: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``_sigma(x)`` with respect to x: grad * (x - mean x) / (D sigma)."""
+    return (x - x.mean(-1, keepdim=True)).mul_(grad / (x.shape[-1] * sigma))
+
+
+def add_update(x: torch.Tensor, update: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """y = x + scale * update, the temporal stage's residual step, (B*T, N, D) with scale (B*T,) or None.
+
+    ``STGCMABlock`` makes y with it and ``_UpdatedScale``'s backward pass rebuilds y with it: one
+    formula, so the rebuilt y is the forward one.
+    """
+    return x + (update if scale is None else update * scale[:, None, None])
+
+
+class _TokenScale(torch.autograd.Function):
+    """``_sigma`` keeping only x and sigma for the backward pass (a centred copy would cost a tensor the
+    size of x)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
-        sigma = torch.sqrt((x - x.mean(-1, keepdim=True)).square().mean(-1, keepdim=True) + eps)
+        sigma = _sigma(x, eps)
         ctx.save_for_backward(x, sigma)
         return sigma
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, sigma = ctx.saved_tensors
-        return grad * (x - x.mean(-1, keepdim=True)) / (x.shape[-1] * sigma), None
+        return _sigma_backward(x, sigma, grad), None
 
 
 class _UpdatedScale(torch.autograd.Function):
@@ -135,7 +154,7 @@ class _UpdatedScale(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, x: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor, scale: torch.Tensor | None, eps: float) -> torch.Tensor:
-        sigma = torch.sqrt((y - y.mean(-1, keepdim=True)).square_().mean(-1, keepdim=True) + eps)
+        sigma = _sigma(y, eps)
         ctx.save_for_backward(x, hidden, weight, bias, scale, sigma)
         return sigma
 
@@ -143,10 +162,8 @@ class _UpdatedScale(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, hidden, weight, bias, scale, sigma = ctx.saved_tensors
         # as the block made it, also under autocast (which hands hidden over in its reduced precision)
-        update = F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype))
-        y = x + (update if scale is None else update * scale[:, None, None])
-        grad_y = (y - y.mean(-1, keepdim=True)).mul_(grad / (x.shape[-1] * sigma))
-        return grad_y, None, None, None, None, None, None
+        y = add_update(x, F.linear(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype)), scale)
+        return _sigma_backward(y, sigma, grad), None, None, None, None, None, None
 
 
 def _time_views(qkv: torch.Tensor, frames: int, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

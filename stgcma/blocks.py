@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from stgcma.adapters import Adapter, BottleneckCrossAttention, LavishAdapter, TemporalBias, drop_path, drop_path_scale
-from stgcma.backbones import QKVHandle
+from stgcma.backbones import QKVHandle, add_update
 
 
 @dataclass
@@ -115,8 +115,7 @@ class STGCMABlock(nn.Module):
         scale = drop_path_scale(ctx.batch, self.drop_path_rate, self.training, x)
         if scale is not None:
             scale = scale.repeat_interleave(ctx.frames)  # (B*T,)
-        update = adapter.up(hidden)
-        y = x + (update if scale is None else update * scale[:, None, None])
+        y = add_update(x, adapter.up(hidden), scale)
         return y, frozen.qkv_after_update(qkv, x, y, hidden, adapter.fc2, scale, handle)
 
     def _adapt(self, frozen: nn.Module, sv: torch.Tensor, sa: torch.Tensor, adapter_v: Adapter,
