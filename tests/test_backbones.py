@@ -53,6 +53,32 @@ def test_lean_quick_gelu_matches_and_saves_one_tensor(reference):
     assert len(saved["lean"]) == 1 and len({t.data_ptr() for t in saved["reference"]}) == 2
 
 
+@pytest.mark.parametrize("name", ["vit-test", "clip-test", "swin-test"])
+def test_the_inference_mlp_runs_in_row_pieces_with_the_same_values(name, monkeypatch):
+    """Without gradients the frozen MLPs run a few tokens at a time (``by_rows``) and the QuickGELU
+    gates in place: same tokens as one piece, and the input of the block is left as it was."""
+    import stgcma.backbones as backbones
+
+    torch.manual_seed(0)
+    trunk = build_trunk(BackboneConfig(name=name))
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        whole = trunk(images)
+    calls = []
+    real = backbones.by_rows
+    monkeypatch.setattr(backbones, "MLP_ROWS", 5)
+    monkeypatch.setattr(backbones, "by_rows", lambda fn, x: calls.append(x.shape) or real(fn, x))
+    with torch.no_grad():
+        pieces = trunk(images)
+    assert calls and all(shape[:-1].numel() > 5 for shape in calls)
+    torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=1e-6)
+    x = torch.randn(2, 9, 16)
+    kept = x.clone()
+    with torch.no_grad():
+        out = real(lambda rows: rows * 2, x)
+    assert out.shape == x.shape and torch.equal(out, kept * 2) and torch.equal(x, kept)
+
+
 def test_clip_trunk_uses_the_lean_activation():
     trunk = build_trunk(BackboneConfig(name="clip-test"))
     acts = [m for m in trunk.modules() if type(m).__name__.endswith("QuickGELU")]
