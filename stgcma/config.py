@@ -115,6 +115,10 @@ class HeadConfig:
     # AVS: add an audio-visual match map (last-block patch tokens . audio) to the mask logits, so a
     # silent object can be pushed below an equally object-like sounding one (heads.AVSMatch)
     avs_match: bool = False
+    # AVS: a detail branch on the input frames (a ViTMatte-style conv stream at full and half resolution)
+    # that corrects the mask logits where the patch tokens are too coarse: SynthAV's sounding objects
+    # cover a median 2% of a 112-px frame, one or two 16-px patches (heads.DetailRefiner)
+    avs_detail: bool = False
     # AVQA: a question-conditioned read-out beside the reasoner: per segment, projected audio and
     # question-grounded visual vectors multiplied by projections of the question, pooled over time
     # [mean, max] and added to the fused vector (heads.QuestionReadout)

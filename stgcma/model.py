@@ -126,8 +126,8 @@ class AudioVisualEncoder(nn.Module):
         """Run both streams; return final tokens and the token maps after the blocks in ``taps``.
 
         Returns a dict with ``video``/``audio`` (B*T, N, D) final-normed tokens, ``grid_v``/``grid_a``
-        token grids, and ``intermediates``: a list of (xv, xa, grid_v) after each tapped block
-        (default: the last block of every stage).
+        token grids, ``intermediates``: a list of (xv, xa, grid_v) after each tapped block
+        (default: the last block of every stage), and ``frames_in``: the input frames (B*T, 3, S, S).
         """
         self.check_inputs(video, audio)
         B, T = video.shape[:2]
@@ -151,7 +151,8 @@ class AudioVisualEncoder(nn.Module):
                     intermediates.append((xv, xa, grid_v))
                 i += 1
         return {"video": self.norm_v(xv), "audio": self.norm_a(xa), "grid_v": grid_v, "grid_a": grid_a,
-                "intermediates": intermediates, "batch": B, "frames": T}
+                "intermediates": intermediates, "batch": B, "frames": T,
+                "frames_in": video.flatten(0, 1)}  # (B*T, 3, S, S), a view: the AVS detail branch reads it
 
     def pooled(self, feats: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-segment stream vectors: CLS (ViT) or mean token (Swin) -> (B, T, D) each."""

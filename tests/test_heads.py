@@ -286,3 +286,31 @@ def test_avs_match_map_starts_neutral_and_lets_the_audio_move_the_masks(name):
     assert not torch.allclose(matched.head(other, matched.encoder)["logits"], logits)
     logits.sum().backward()
     assert matched.head.match.visual[1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avs_detail_branch_starts_neutral_and_reads_the_frames_at_full_resolution(name):
+    """``head.avs_detail``: zero-initialised (same logits as without it); once trained, the logits of a
+    pixel follow the frame's pixels near it, which the patch tokens cannot resolve."""
+    torch.manual_seed(0)
+    plain = _model(name, "avs").eval()
+    torch.manual_seed(0)
+    detailed = _model(name, "avs", **{"head.avs_detail": True}).eval()
+    detailed.load_state_dict(plain.state_dict(), strict=False)
+    video, audio = random_inputs(plain.config, batch=2)
+    feats = plain.forward_features(video, audio)
+    assert feats["frames_in"].shape == (video.shape[0] * video.shape[1], *video.shape[2:])
+    before = plain.head(feats, plain.encoder)["logits"]
+    torch.testing.assert_close(detailed.head(feats, detailed.encoder)["logits"], before)
+    with torch.no_grad():
+        detailed.head.detail.out.weight.normal_()
+    logits = detailed.head(feats, detailed.encoder)["logits"]
+    frames = feats["frames_in"].clone()
+    frames[:, :, 0, 0] += 5.0  # one pixel of every frame; the tokens stay as they were
+    moved = detailed.head(dict(feats, frames_in=frames), detailed.encoder)["logits"]
+    changed = (moved - logits).abs()[:, :, 0] > 1e-6  # (B, T, S, S)
+    assert changed[..., 0, 0].all() and not changed[..., -1, -1].any()
+    logits.sum().backward()
+    assert detailed.head.detail.stem_full[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="input frames"):
+        detailed.head({k: v for k, v in feats.items() if k != "frames_in"}, detailed.encoder)

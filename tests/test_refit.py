@@ -92,6 +92,32 @@ def test_avs_cache_holds_the_tapped_blocks_and_a_refit_trains_the_decoder(tmp_pa
         assert any(not torch.equal(head0[k], head1[k]) for k in head0), "the selected decoder is the untrained one"
 
 
+def test_an_avs_refit_can_add_the_detail_branch_and_caches_the_frames_it_reads(tmp_path):
+    from stgcma.data.spec import build_dataset
+
+    source = save_task_checkpoints(tmp_path / "ckpt", tasks=("avs",)) / "avs"
+    model, _ = load_model(source, overrides=["head.avs_detail=true"], fresh_prefix="head.")
+    with torch.no_grad():
+        model.head.detail.out.weight.normal_()  # not the neutral start, so the frames count
+    data = build_dataset("synthav:seed=0,n=2,mode=s4", "avs", "val", model.config.preprocess)
+    cache = FeatureCache(model, data, "avs", 2, torch.device("cpu"))
+    T, S = cache.frames, model.config.preprocess.image_size
+    assert cache.frames_in.shape == (2, T, 3, S, S) and cache.frames_in.dtype == torch.float16
+    feats, _ = cache.batch(torch.tensor([0, 1]), torch.device("cpu"))
+    with torch.no_grad():
+        cached = model.forward_head(feats)["logits"]
+        direct = model(torch.stack([data[0]["video"], data[1]["video"]]),
+                       torch.stack([data[0]["audio"], data[1]["audio"]]))["logits"]
+    torch.testing.assert_close(cached, direct, atol=5e-2, rtol=5e-2)  # the cache holds half precision
+    cfg = RefitConfig(data="synthav:seed=0,n=4,mode=s4", val_data="synthav:seed=1,n=2,mode=s4",
+                      out=str(tmp_path / "refit"), epochs=1, batch_size=2, warmup_steps=1,
+                      head_overrides=["head.avs_detail=true"])
+    summary = refit_head(source, cfg, progress=False)
+    assert summary["fresh"] and all(k.startswith("head.detail.") for k in summary["fresh"])
+    after, _ = load_model(tmp_path / "refit" / "best")
+    assert after.config.head.avs_detail and after.head.detail is not None
+
+
 def test_refit_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert main(["refit", "--checkpoint", str(tmp_path / "missing"), "--data", "synthav:seed=0,n=4",
                  "--out", str(tmp_path / "r")]) == 2

@@ -107,6 +107,7 @@ def test_cli_bounds_json_per_world(capsys: pytest.CaptureFixture) -> None:
         out = json.loads(capsys.readouterr().out)
         assert set(out["avqa"]["types"]) == set(QTYPES)
         assert out["avqa"]["ceiling"] == 1.0 > out["avqa"]["floor"]  # every answer follows from the scene
+        assert list(out["avs"]["grid"]) == ["7", "14", "28"] and 0 < out["avs"]["area"]["p50"] < 1
         if world == "music":
             assert out["ave"]["ceiling"] >= 0.97 and out["avs"]["ceiling"] >= 0.95
         else:
@@ -206,3 +207,13 @@ def test_music_is_the_default_world_and_shapes_stays_selectable() -> None:
     assert len(shapes.class_names) == 9 and "Violin, fiddle" not in shapes.class_names
     with pytest.raises(ValueError, match="scenery_prob"):
         SynthConfig(scenery_prob=1.5)
+
+
+def test_avs_masks_through_a_patch_grid_lose_the_small_objects() -> None:
+    """The true masks seen through g x g cells: exact at the pixel grid, worse as the cells grow."""
+    from stgcma.data.synthav.bounds import measure_avs_grid_ceilings
+
+    seen = measure_avs_grid_ceilings((7, 28, 112), n=12, size=112)
+    miou = seen["miou"]
+    assert miou[112] == pytest.approx(1.0) and miou[7] < miou[28] < miou[112]
+    assert 0 < seen["area"]["p10"] <= seen["area"]["p50"] <= seen["area"]["p90"] < 0.5

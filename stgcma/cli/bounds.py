@@ -1,7 +1,8 @@
 """``python -m stgcma bounds``: the floors and ceilings a SynthAV test set puts around any model.
 
 Ceilings (:mod:`stgcma.data.synthav.bounds`): AVE segment accuracy of a perfect-perception Bayes
-oracle; AVS S4 mIoU / F of an oracle that knows the sounding class. Floors: the AVQA blind baselines
+oracle; AVS S4 mIoU / F of an oracle that knows the sounding class, and of the true masks seen through
+a ViT's patch grid (7 x 7 at 112 px) and finer ones, with the sounding objects' sizes. Floors: the AVQA blind baselines
 (majority answer per type / template / question), which a model must beat to show it used the clip.
 The test sets are those of ``eval --data synthav:seed=S,n=N`` (AVS: ``,mode=s4``, five segments).
 """
@@ -12,7 +13,12 @@ import argparse
 import json
 
 from stgcma.cli import UserError
-from stgcma.data.synthav.bounds import measure_ave_ceiling, measure_avqa_ceiling, measure_avs_ceiling
+from stgcma.data.synthav.bounds import (
+    measure_ave_ceiling,
+    measure_avqa_ceiling,
+    measure_avs_ceiling,
+    measure_avs_grid_ceilings,
+)
 from stgcma.data.synthav.clip import format_baseline, measure_blind_baseline
 from stgcma.data.synthav.scene import WORLDS, SynthConfig
 
@@ -26,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", type=int, default=None,
                         help="number of classes K (default: the world's, 14 music, 8 shapes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object: "
-                        '{"ave": {"ceiling"}, "avs": {"ceiling", "fscore"}, "avqa": {"ceiling", "floor", "types"}}')
+                        '{"ave": {"ceiling"}, "avs": {"ceiling", "fscore", "grid", "area"}, '
+                        '"avqa": {"ceiling", "floor", "types"}}')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     ave = measure_ave_ceiling(args.n, args.seed, cfg, args.split)
     avs = measure_avs_ceiling(args.n, args.seed, size=args.size, split=args.split, world=args.world,
                               classes=args.classes)
+    grids = tuple(g for g in (args.size // 16, args.size // 8, args.size // 4) if g >= 1)
+    through = measure_avs_grid_ceilings(grids, args.n, args.seed, size=args.size, split=args.split,
+                                        world=args.world, classes=args.classes)
     avqa = measure_avqa_ceiling(args.n, args.seed, cfg, args.split)
     floors = measure_blind_baseline(args.n, args.seed, cfg, args.split)
     if args.json:
@@ -50,12 +60,18 @@ def run(args: argparse.Namespace) -> int:
                  if q != "overall" and q in avqa}
         qa = {"ceiling": avqa["overall"], "floor": floors["overall"]["template"], "types": types}
         print(json.dumps({"spec": spec, "split": args.split, "ave": {"ceiling": ave},
-                          "avs": {"ceiling": avs["miou"], "fscore": avs["fscore"]}, "avqa": qa}))
+                          "avs": {"ceiling": avs["miou"], "fscore": avs["fscore"], "grid": through["miou"],
+                                  "area": through["area"]}, "avqa": qa}))
         return 0
     print(f"{spec} ({args.split} split)")
     print(f"AVE  ceiling, perfect-perception oracle: segment accuracy {100 * ave:.1f}%")
     print(f"AVS  ceiling, sounding-class oracle ({spec},mode=s4, 5 segments, {args.size} px): "
           f"mIoU {avs['miou']:.3f}, F {avs['fscore']:.3f}")
+    area = through["area"]
+    print(f"AVS  the true masks through a coarse grid (16-px patches: {grids[0]} x {grids[0]}): "
+          + ", ".join(f"{g} x {g} mIoU {m:.3f}" for g, m in through["miou"].items())
+          + f"; sounding objects cover {100 * area['p50']:.1f}% of a frame (median; 10-90%: "
+          f"{100 * area['p10']:.1f}-{100 * area['p90']:.1f}%)")
     print(f"AVQA ceiling, perfect-perception oracle: accuracy {100 * avqa['overall']:.1f}%")
     print("AVQA floors, blind baselines (majority answers counted on the next seed), accuracy in %:")
     print(format_baseline(floors))

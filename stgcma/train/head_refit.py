@@ -9,7 +9,8 @@ many epochs, with many questions per clip. A head step costs a small fraction of
 
 Every task's head can be refitted. AVE and AVQA heads read the final tokens; the AVS decoder also
 reads the video tokens of its tapped blocks, which are cached beside them with each frame's ground-truth
-mask (for the embedded default at 112 px about 0.4 MB a 5-segment clip, so 4000 clips fit in 2 GB). The
+mask (for the embedded default at 112 px about 0.4 MB a 5-segment clip, so 4000 clips fit in 2 GB), and,
+for a decoder with a detail branch (``head.avs_detail``), the input frames (another 0.4 MB). The
 last block's tap is not stored: the decoder reads the final (normed) tokens for it instead.
 The refitted checkpoint keeps the source's encoder weights and its world statistics (``stgcma.ood``
 reads the encoder, not the head), and is selected on validation like any run.
@@ -84,6 +85,7 @@ class FeatureCache:
         taps: list[list[torch.Tensor]] = []  # per tapped block, (B, T, Nv, D) video tokens (AVS decoder)
         last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
         unused = tapped.index(last) if last in tapped else -1  # the AVS decoder's last tap: not stored
+        frames_in: list[torch.Tensor] | None = [] if getattr(model.head, "detail", None) is not None else None
         model.eval()
         with torch.no_grad():
             for batch in tqdm(loader, desc="encode", disable=not progress, leave=False):
@@ -96,6 +98,8 @@ class FeatureCache:
                         taps.append([])
                     if k != unused:  # the decoder reads feats["video"] for the last block
                         taps[k].append(xv.reshape(B, T, *xv.shape[1:]).half().cpu())  # (B, T, Nv_k, D_k)
+                if frames_in is not None:  # the AVS detail branch reads the input frames: (B, T, 3, S, S)
+                    frames_in.append(feats["frames_in"].reshape(B, T, *feats["frames_in"].shape[1:]).half().cpu())
                 for k in targets:
                     targets[k].append(batch[k])
                 qtypes += batch.get("qtype", [])
@@ -104,6 +108,7 @@ class FeatureCache:
         self.tap_grids = [grid for _, _, grid in feats["intermediates"]]
         self.video, self.audio = torch.cat(video), torch.cat(audio)
         self.taps = [torch.cat(chunks) if chunks else None for chunks in taps]
+        self.frames_in = None if frames_in is None else torch.cat(frames_in)
         self.targets = {k: torch.cat(v) for k, v in targets.items()}
         if "mask" in self.targets:  # AVS masks in half precision: (N, T, S, S)
             self.targets["mask"] = self.targets["mask"].half()
@@ -119,6 +124,8 @@ class FeatureCache:
                 for x, grid in zip(self.taps, self.tap_grids, strict=True)]  # no audio needed
         feats = {"video": v.flatten(0, 1), "audio": a.flatten(0, 1), "grid_v": self.grid_v, "grid_a": self.grid_a,
                  "intermediates": taps, "batch": len(index), "frames": self.frames}  # tokens (B*T, N, D)
+        if self.frames_in is not None:
+            feats["frames_in"] = self.frames_in[index].to(device).float().flatten(0, 1)  # (B*T, 3, S, S)
         batch = move({k: t[index] for k, t in self.targets.items()}, device)
         if "mask" in batch:
             batch["mask"] = batch["mask"].float()

@@ -12,12 +12,17 @@ AVS (s4): the sound names a CLASS, and two objects of one class may share a fram
 them sounds; nothing in the picture says which. :func:`avs_oracle_masks` knows the sounding class
 and masks every visible object of it, exact masks otherwise; its mIoU is the ceiling reported (it
 loses only on those duplicate frames).
+
+How fine a mask must be: :func:`measure_avs_grid_ceilings` scores the TRUE masks seen through a coarse
+grid (area-averaged to g x g cells, upsampled bilinearly, thresholded at one half), what a decoder
+that perceives perfectly but only at a ViT's patch resolution could draw.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stgcma.data.synthav.clip import make_clip
 from stgcma.data.synthav.render import render_masks, segment_times
@@ -92,6 +97,31 @@ def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: 
         metric.update(torch.from_numpy(avs_oracle_masks(scene, times, size, styles)).float(), truth)
     result = metric.compute()
     return {"miou": result["miou"], "fscore": result["fscore"]}
+
+
+def measure_avs_grid_ceilings(grids: tuple[int, ...] = (7, 14, 28), n: int = 200, seed: int = 300,
+                              segments: int = 5, size: int = 112, split: str = "test", world: str = "music",
+                              classes: int | None = None) -> dict[str, object]:
+    """mIoU of the true s4 masks through a g x g grid, per g in ``grids``, and the masks' area quantiles.
+
+    Returns ``{"miou": {g: mIoU}, "area": {"p10", "p50", "p90"}}`` (areas as fractions of the frame, over
+    the frames where the sounding object is visible).
+    """
+    cfg = SynthConfig(num_segments=segments, mode="s4", world=world, num_classes=classes)
+    times = segment_times(segments)
+    styles = class_styles(cfg.num_classes)
+    metrics = {g: AVSMetrics(from_logits=False) for g in grids}
+    areas = []
+    for i in range(n):
+        truth = torch.from_numpy(render_masks(make_clip(seed, i, cfg, split).scene, times, size, styles)).float()
+        areas += [a for a in truth.mean(dim=(1, 2)).tolist() if a > 0]  # truth: (F, size, size)
+        for g, metric in metrics.items():
+            coarse = F.adaptive_avg_pool2d(truth[:, None], g)  # (F, 1, g, g): each cell's covered fraction
+            seen = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)[:, 0]
+            metric.update((seen > 0.5).float(), truth)
+    quantiles = np.quantile(areas, [0.1, 0.5, 0.9]) if areas else np.zeros(3)
+    return {"miou": {g: m.compute()["miou"] for g, m in metrics.items()},
+            "area": dict(zip(("p10", "p50", "p90"), quantiles.tolist(), strict=True))}
 
 
 def avqa_oracle(clip_question, scene: Scene, names: list[str]) -> str | None:
