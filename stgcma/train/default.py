@@ -7,7 +7,8 @@
    Each selected checkpoint then has its head refitted (``stgcma.train.head_refit``): clips of their
    own seed are encoded once by the frozen encoder and the head alone trains on them for many more
    steps than joint training can afford on a CPU. AVE: 4500 clips, 30 epochs, selected on 500
-   validation clips. AVS: 2000 clips with the decoder's tapped blocks, 4 epochs, 300 validation
+   validation clips. AVS: 2000 clips with the decoder's tapped blocks and input frames, the decoder
+   with a detail branch on the frames added (``heads.DetailRefiner``), 4 epochs, 300 validation
    clips. AVQA: 2000 clips x 16 questions, the head with an order-aware question read-out added
    (``heads.QuestionReadout``), 8 epochs, selected on 300 validation clips x 16 questions (joint
    training shows the head too few questions to bind words to the clip).
@@ -17,7 +18,8 @@
    other tasks' entries).
 
 Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes
-on this project's 2-core CPU; ``cpu-long`` has the larger joint AVS training and refits that the
+on this project's 2-core CPU (77 minutes measured before the AVS detail branch, which makes the AVS
+refit's head steps 1.8x as long: about 85 estimated); ``cpu-long`` has the larger joint AVS training and refits that the
 shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs; AVQA
 refit 3000 clips x 14 epochs: about two hours here); ``gpu`` trains many more steps in bf16 with
 bigger batches and data workers, for a machine with a GPU. AVQA trains on eight questions per clip
@@ -102,7 +104,7 @@ class DefaultRecipe:
         "avs": TaskRecipe(240, 100, 16, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=32",
                                                  "head.avs_match=true"], "mode=s4",
                           {"avs_dice_weight": 1.0, "min_lr_ratio": 0.05},
-                          refit=RefitRecipe(2000, 4, lr=1e-3, n_val=300)),
+                          refit=RefitRecipe(2000, 4, lr=1e-3, n_val=300, head_overrides=["head.avs_detail=true"])),
         "avqa": TaskRecipe(400, 100, 8, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"],
                            train={"min_lr_ratio": 0.05}, questions=8,
                            refit=RefitRecipe(2000, 8, questions=16, n_val=300, val_questions=16,
