@@ -77,6 +77,9 @@ def test_the_inference_mlp_runs_in_row_pieces_with_the_same_values(name, monkeyp
     with torch.no_grad():
         out = real(lambda rows: rows * 2, x)
     assert out.shape == x.shape and torch.equal(out, kept * 2) and torch.equal(x, kept)
+    strided = torch.randn(48, 7).T  # not contiguous: gated out of place, same values
+    with torch.no_grad():
+        torch.testing.assert_close(LeanQuickGELU()(strided), strided * torch.sigmoid(1.702 * strided))
 
 
 def test_clip_trunk_uses_the_lean_activation():

@@ -211,9 +211,7 @@ def test_music_is_the_default_world_and_shapes_stays_selectable() -> None:
 
 def test_avs_masks_through_a_patch_grid_lose_the_small_objects() -> None:
     """The true masks seen through g x g cells: exact at the pixel grid, worse as the cells grow."""
-    from stgcma.data.synthav.bounds import measure_avs_grid_ceilings
-
-    seen = measure_avs_grid_ceilings((7, 28, 112), n=12, size=112)
-    miou = seen["miou"]
+    seen = measure_avs_ceiling(12, size=112, grids=(7, 28, 112))
+    miou = seen["grid"]
     assert miou[112] == pytest.approx(1.0) and miou[7] < miou[28] < miou[112]
     assert 0 < seen["area"]["p10"] <= seen["area"]["p50"] <= seen["area"]["p90"] < 0.5

@@ -13,12 +13,7 @@ import argparse
 import json
 
 from stgcma.cli import UserError
-from stgcma.data.synthav.bounds import (
-    measure_ave_ceiling,
-    measure_avqa_ceiling,
-    measure_avs_ceiling,
-    measure_avs_grid_ceilings,
-)
+from stgcma.data.synthav.bounds import measure_ave_ceiling, measure_avqa_ceiling, measure_avs_ceiling
 from stgcma.data.synthav.clip import format_baseline, measure_blind_baseline
 from stgcma.data.synthav.scene import WORLDS, SynthConfig
 
@@ -48,11 +43,9 @@ def run(args: argparse.Namespace) -> int:
     args.classes = cfg.num_classes
     spec = f"synthav:seed={args.seed},n={args.n},world={args.world},classes={args.classes}"
     ave = measure_ave_ceiling(args.n, args.seed, cfg, args.split)
+    grids = (args.size // 16, args.size // 8, args.size // 4)  # a 16-px patch grid, and 2x and 4x finer
     avs = measure_avs_ceiling(args.n, args.seed, size=args.size, split=args.split, world=args.world,
-                              classes=args.classes)
-    grids = tuple(g for g in (args.size // 16, args.size // 8, args.size // 4) if g >= 1)
-    through = measure_avs_grid_ceilings(grids, args.n, args.seed, size=args.size, split=args.split,
-                                        world=args.world, classes=args.classes)
+                              classes=args.classes, grids=grids)
     avqa = measure_avqa_ceiling(args.n, args.seed, cfg, args.split)
     floors = measure_blind_baseline(args.n, args.seed, cfg, args.split)
     if args.json:
@@ -60,16 +53,16 @@ def run(args: argparse.Namespace) -> int:
                  if q != "overall" and q in avqa}
         qa = {"ceiling": avqa["overall"], "floor": floors["overall"]["template"], "types": types}
         print(json.dumps({"spec": spec, "split": args.split, "ave": {"ceiling": ave},
-                          "avs": {"ceiling": avs["miou"], "fscore": avs["fscore"], "grid": through["miou"],
-                                  "area": through["area"]}, "avqa": qa}))
+                          "avs": {"ceiling": avs["miou"], "fscore": avs["fscore"], "grid": avs["grid"],
+                                  "area": avs["area"]}, "avqa": qa}))
         return 0
     print(f"{spec} ({args.split} split)")
     print(f"AVE  ceiling, perfect-perception oracle: segment accuracy {100 * ave:.1f}%")
     print(f"AVS  ceiling, sounding-class oracle ({spec},mode=s4, 5 segments, {args.size} px): "
           f"mIoU {avs['miou']:.3f}, F {avs['fscore']:.3f}")
-    area = through["area"]
+    area = avs["area"]
     print(f"AVS  the true masks through a coarse grid (16-px patches: {grids[0]} x {grids[0]}): "
-          + ", ".join(f"{g} x {g} mIoU {m:.3f}" for g, m in through["miou"].items())
+          + ", ".join(f"{g} x {g} mIoU {m:.3f}" for g, m in avs["grid"].items())
           + f"; sounding objects cover {100 * area['p50']:.1f}% of a frame (median; 10-90%: "
           f"{100 * area['p10']:.1f}-{100 * area['p90']:.1f}%)")
     print(f"AVQA ceiling, perfect-perception oracle: accuracy {100 * avqa['overall']:.1f}%")

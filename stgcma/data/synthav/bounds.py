@@ -13,12 +13,14 @@ them sounds; nothing in the picture says which. :func:`avs_oracle_masks` knows t
 and masks every visible object of it, exact masks otherwise; its mIoU is the ceiling reported (it
 loses only on those duplicate frames).
 
-How fine a mask must be: :func:`measure_avs_grid_ceilings` scores the TRUE masks seen through a coarse
-grid (area-averaged to g x g cells, upsampled bilinearly, thresholded at one half), what a decoder
-that perceives perfectly but only at a ViT's patch resolution could draw.
+How fine a mask must be: :func:`measure_avs_ceiling` with ``grids`` also scores the TRUE masks seen
+through a coarse grid (area-averaged to g x g cells, upsampled bilinearly, thresholded at one half),
+what a decoder that perceives perfectly but only at a ViT's patch resolution could draw.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,44 +86,43 @@ def avs_oracle_masks(scene: Scene, times: np.ndarray, size: int,
     return render_masks(scene, times, size, styles, objects=sounding_class_objects)
 
 
+def _through_grid(truth: torch.Tensor, grid: int) -> torch.Tensor:
+    """Masks (F, S, S) seen through grid x grid cells: area-averaged, upsampled bilinearly, thresholded."""
+    coarse = F.adaptive_avg_pool2d(truth[:, None], grid)  # (F, 1, g, g): each cell's covered fraction
+    seen = F.interpolate(coarse, size=truth.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    return (seen > 0.5).float()  # (F, S, S)
+
+
 def measure_avs_ceiling(n: int = 200, seed: int = 300, segments: int = 5, size: int = 112,
-                        split: str = "test", world: str = "music", classes: int | None = None) -> dict[str, float]:
-    """mIoU and F-score of :func:`avs_oracle_masks` on ``n`` s4 clips (T = ``segments``, ``size`` px)."""
-    cfg = SynthConfig(num_segments=segments, mode="s4", world=world, num_classes=classes)
-    times = segment_times(segments)
-    styles = class_styles(cfg.num_classes)
-    metric = AVSMetrics(from_logits=False)
-    for i in range(n):
-        scene = make_clip(seed, i, cfg, split).scene
-        truth = torch.from_numpy(render_masks(scene, times, size, styles))
-        metric.update(torch.from_numpy(avs_oracle_masks(scene, times, size, styles)).float(), truth)
-    result = metric.compute()
-    return {"miou": result["miou"], "fscore": result["fscore"]}
+                        split: str = "test", world: str = "music", classes: int | None = None,
+                        grids: tuple[int, ...] = ()) -> dict[str, Any]:
+    """mIoU and F-score of :func:`avs_oracle_masks` on ``n`` s4 clips (T = ``segments``, ``size`` px).
 
-
-def measure_avs_grid_ceilings(grids: tuple[int, ...] = (7, 14, 28), n: int = 200, seed: int = 300,
-                              segments: int = 5, size: int = 112, split: str = "test", world: str = "music",
-                              classes: int | None = None) -> dict[str, object]:
-    """mIoU of the true s4 masks through a g x g grid, per g in ``grids``, and the masks' area quantiles.
-
-    Returns ``{"miou": {g: mIoU}, "area": {"p10", "p50", "p90"}}`` (areas as fractions of the frame, over
-    the frames where the sounding object is visible).
+    ``grids``: also the mIoU of the TRUE masks seen through g x g cells, per g (``"grid"``), and the
+    sounding masks' area quantiles as fractions of the frame, over the frames where they are visible
+    (``"area"``: p10, p50, p90), from the same clips.
     """
     cfg = SynthConfig(num_segments=segments, mode="s4", world=world, num_classes=classes)
     times = segment_times(segments)
     styles = class_styles(cfg.num_classes)
-    metrics = {g: AVSMetrics(from_logits=False) for g in grids}
-    areas = []
+    metric = AVSMetrics(from_logits=False)
+    through = {g: AVSMetrics(from_logits=False) for g in grids}
+    areas: list[float] = []
     for i in range(n):
-        truth = torch.from_numpy(render_masks(make_clip(seed, i, cfg, split).scene, times, size, styles)).float()
-        areas += [a for a in truth.mean(dim=(1, 2)).tolist() if a > 0]  # truth: (F, size, size)
-        for g, metric in metrics.items():
-            coarse = F.adaptive_avg_pool2d(truth[:, None], g)  # (F, 1, g, g): each cell's covered fraction
-            seen = F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)[:, 0]
-            metric.update((seen > 0.5).float(), truth)
-    quantiles = np.quantile(areas, [0.1, 0.5, 0.9]) if areas else np.zeros(3)
-    return {"miou": {g: m.compute()["miou"] for g, m in metrics.items()},
-            "area": dict(zip(("p10", "p50", "p90"), quantiles.tolist(), strict=True))}
+        scene = make_clip(seed, i, cfg, split).scene
+        truth = torch.from_numpy(render_masks(scene, times, size, styles)).float()  # (F, size, size)
+        metric.update(torch.from_numpy(avs_oracle_masks(scene, times, size, styles)).float(), truth)
+        for g, grid_metric in through.items():
+            grid_metric.update(_through_grid(truth, g), truth)
+        if grids:
+            areas += [a for a in truth.mean(dim=(1, 2)).tolist() if a > 0]
+    result = metric.compute()
+    out: dict[str, Any] = {"miou": result["miou"], "fscore": result["fscore"]}
+    if grids:
+        quantiles = np.quantile(areas, [0.1, 0.5, 0.9]) if areas else np.zeros(3)
+        out["grid"] = {g: m.compute()["miou"] for g, m in through.items()}
+        out["area"] = dict(zip(("p10", "p50", "p90"), quantiles.tolist(), strict=True))
+    return out
 
 
 def avqa_oracle(clip_question, scene: Scene, names: list[str]) -> str | None:
