@@ -158,7 +158,9 @@ def _resolve_backbone_path(config: ModelConfig, folder: Path) -> ModelConfig:
 def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha256: str | None = None,
                       fresh_prefix: str | None = None) -> list[str]:
     """Load adapter tensors into ``model``; the only keys the file may lack are frozen backbone keys, and
-    keys under ``fresh_prefix`` (modules an override added, which keep their initialisation). Returns those."""
+    keys under ``fresh_prefix`` (modules an override added, which keep their initialisation). Returns those.
+    Under ``fresh_prefix`` the file may also hold keys the model lacks (modules an override replaced, such
+    as another head type): they are not loaded."""
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise CheckpointError(f"{path} not found")
@@ -173,6 +175,8 @@ def load_weights_into(model: torch.nn.Module, folder: str | Path, expected_sha25
     except OSError as err:
         raise CheckpointError(f"{path} cannot be read ({err.strerror or err})") from None
     targets = model.trainable_state_dict()
+    if fresh_prefix:  # tensors of modules an override replaced
+        tensors = {k: v for k, v in tensors.items() if k in targets or not k.startswith(fresh_prefix)}
     unexpected = sorted(set(tensors) - set(targets))
     if unexpected:
         raise CheckpointError(f"{path} has tensors this model does not: {unexpected[:5]} "

@@ -112,6 +112,11 @@ class HeadConfig:
     # how AVE logits become labels: "segment" (each segment's argmax, the paper's) or "clip" (one event
     # class per clip of num_segments segments, then event or background per segment; heads.decode_ave)
     ave_decode: AVEDecode = "segment"
+    # AVE: a counting head. Per segment, how likely each class is heard (from the audio vector) and seen
+    # (from the video's class token and pooled patch tokens); the clip's class follows how many seconds
+    # each class is both, so a class heard and seen for a while loses to the one heard and seen longest
+    # (heads.AVECountHead). The per-segment head cannot tell them apart: it sees one second at a time
+    ave_count: bool = False
     # AVS: add an audio-visual match map (last-block patch tokens . audio) to the mask logits, so a
     # silent object can be pushed below an equally object-like sounding one (heads.AVSMatch)
     avs_match: bool = False

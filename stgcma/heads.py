@@ -82,6 +82,54 @@ class AVEHead(TaskHead):
         return {"logits": logits}
 
 
+def pooled_video(feats: dict[str, Any], encoder: nn.Module) -> torch.Tensor:
+    """[mean, max] over each frame's video patch tokens: (B, T, 2D). The max keeps a small object's
+    presence, which a mean over the frame (or a class token) dilutes."""
+    tokens = _patch_tokens(feats["video"], encoder)  # (B*T, Nv, D)
+    pooled = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1)  # (B*T, 2D)
+    return pooled.reshape(feats["batch"], feats["frames"], -1)  # (B, T, 2D)
+
+
+def _class_mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(in_dim), init_linear(nn.Linear(in_dim, hidden)), nn.GELU(),
+                         nn.Dropout(dropout), init_linear(nn.Linear(hidden, out_dim)))
+
+
+class AVECountHead(TaskHead):
+    """Counting AVE head (``head.ave_count``): an event is a class heard and seen, and a clip's event is
+    the class heard and seen for the most seconds.
+
+    Per segment t and event class k, ``heard[t, k] = sigmoid(MLP(a_t))`` and ``seen[t, k] =
+    sigmoid(MLP(v_t))`` (v_t: the video's class token with the [mean, max] of its patch tokens), and
+    ``both = heard * seen``. The clip's class posterior is ``pi = softmax(tau * mean_t both)`` (tau
+    learnt), so it follows each class's count of audio-visual seconds; then ``p[t, k] = pi_k * both[t, k]``
+    and background takes the rest, ``1 - sum_k p[t, k]`` (at least 1e-6). The per-segment head sees one
+    second at a time and cannot tell the event from another class heard and seen for fewer seconds.
+
+    ``logits`` are the log-probabilities (C = classes + background), so a softmax gives p back and the
+    cross-entropy, the decoders and the app read them as they read :class:`AVEHead`'s logits.
+    """
+
+    def __init__(self, dim: int, hidden: int, num_classes: int, dropout: float, audio: str = "cls") -> None:
+        super().__init__()
+        self.audio = audio
+        events = num_classes - 1
+        self.hear = _class_mlp((2 if audio == "tokens" else 1) * dim, hidden, events, dropout)
+        self.see = _class_mlp(3 * dim, hidden, events, dropout)
+        self.log_tau = nn.Parameter(torch.tensor(2.3))  # tau = 10: one second more of 10 moves pi by e
+
+    def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
+        v, a = encoder.pooled(feats)  # (B, T, D) each
+        if self.audio == "tokens":
+            a = pooled_audio(feats, encoder)  # (B, T, 2D)
+        v = torch.cat([v, pooled_video(feats, encoder)], dim=-1)  # (B, T, 3D)
+        log_both = (F.logsigmoid(self.hear(a)) + F.logsigmoid(self.see(v))).float()  # (B, T, K)
+        log_pi = F.log_softmax(self.log_tau.exp() * log_both.exp().mean(dim=1), dim=-1)  # (B, K)
+        log_event = log_pi.unsqueeze(1) + log_both  # (B, T, K)
+        rest = (1 - log_event.exp().sum(dim=-1, keepdim=True)).clamp_min(1e-6)  # (B, T, 1)
+        return {"logits": torch.cat([log_event, rest.log()], dim=-1)}  # (B, T, K + 1)
+
+
 def decode_ave(logits: torch.Tensor, mode: str = "segment") -> torch.Tensor:
     """AVE labels from the head's logits; the last class is background.
 
@@ -667,7 +715,8 @@ def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
     """The head named by ``config.head.task`` (one of ``TASKS``)."""
     h = config.head
     if h.task == "ave":
-        return AVEHead(encoder.embed_dim, h.hidden, h.num_classes, h.dropout, h.ave_audio)
+        head_type = AVECountHead if h.ave_count else AVEHead
+        return head_type(encoder.embed_dim, h.hidden, h.num_classes, h.dropout, h.ave_audio)
     if h.task == "avs":
         return AVSHead(encoder, h.avs_channels, h.avs_audio_dim, match=h.avs_match, mask_width=h.avs_mask_width,
                        detail=h.avs_detail)

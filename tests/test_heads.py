@@ -267,6 +267,49 @@ def test_ave_decode_segment_is_the_argmax_and_clip_keeps_one_event_class():
 
 
 @pytest.mark.parametrize("name", TOYS)
+def test_ave_count_head_gives_probabilities_and_gradients(name):
+    """``head.ave_count``: the logits are log-probabilities (classes + background) and every part trains."""
+    model = _model(name, "ave", **{"head.ave_count": True, "head.ave_audio": "tokens"}).train()
+    assert type(model.head).__name__ == "AVECountHead"
+    logits = model(*random_inputs(model.config))["logits"]
+    assert logits.shape == (2, model.config.num_frames, model.config.head.num_classes)
+    torch.testing.assert_close(logits.exp().sum(-1), torch.ones(logits.shape[:-1]))
+    torch.testing.assert_close(logits.softmax(-1), logits.exp())
+    labels = torch.full(logits.shape[:-1], model.config.head.num_classes - 1)
+    labels[:, 1:3] = 2
+    F.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()
+    _assert_gradients_reach_adapters_and_head(model)
+
+
+def test_ave_count_head_names_the_class_heard_and_seen_longest():
+    """Class 0 is heard and seen for 3 seconds, class 1 for 5 (and heard alone for 2 more): the clip is
+    class 1, labelled in its 5 seconds only; a per-second readout of class 0's seconds would say 0."""
+    from stgcma.heads import AVECountHead
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits: torch.Tensor) -> None:
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits
+
+    T = 10
+    head = AVECountHead(dim=8, hidden=4, num_classes=5, dropout=0.0).eval()
+    heard, seen = torch.full((1, T, 4), -9.0), torch.full((1, T, 4), -9.0)  # logits of 4 event classes
+    heard[0, :3, 0] = seen[0, :3, 0] = 9.0  # class 0: seconds 0-2
+    heard[0, 3:8, 1] = seen[0, 3:8, 1] = 9.0  # class 1: seconds 3-7
+    heard[0, 8:, 1] = 9.0  # class 1 heard but not seen: seconds 8-9
+    head.hear, head.see = Fixed(heard), Fixed(seen)
+    head.log_tau.data.fill_(torch.tensor(50.0).log())
+    feats = {"video": torch.zeros(T, 5, 8), "audio": torch.zeros(T, 5, 8), "batch": 1, "frames": T}
+    encoder = type("Encoder", (), {"is_vit": True, "pooled": lambda self, f: (torch.zeros(1, T, 8),) * 2})()
+    logits = head(feats, encoder)["logits"]
+    assert decode_ave(logits, "clip").tolist() == [[4, 4, 4, 1, 1, 1, 1, 1, 4, 4]]
+    assert decode_ave(logits, "segment").tolist() == [[4, 4, 4, 1, 1, 1, 1, 1, 4, 4]]
+
+
+@pytest.mark.parametrize("name", TOYS)
 def test_avs_match_map_starts_neutral_and_lets_the_audio_move_the_masks(name):
     """``head.avs_match``: zero-initialised (same logits as without it), then audio-dependent."""
     torch.manual_seed(0)

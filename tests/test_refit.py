@@ -139,6 +139,19 @@ def test_refit_can_add_a_head_module_which_starts_fresh_and_is_saved(tmp_path):
         RefitConfig(head_overrides=["adapter.ratio=0.5"]).check()
 
 
+def test_refit_can_replace_the_ave_head_by_the_counting_head(tmp_path):
+    source = save_task_checkpoints(tmp_path / "ckpt", tasks=("ave",)) / "ave"
+    with pytest.raises(Exception, match="tensors this model does not"):  # a plain load stays strict
+        load_model(source, overrides=["head.ave_count=true"])
+    cfg = RefitConfig(data="synthav:seed=0,n=4", val_data="synthav:seed=1,n=2", out=str(tmp_path / "r"),
+                      epochs=1, batch_size=2, warmup_steps=1, head_overrides=["head.ave_count=true"])
+    summary = refit_head(source, cfg, progress=False)
+    assert summary["fresh"] and all(k.startswith(("head.hear.", "head.see.", "head.log_tau")) for k in summary["fresh"])
+    after, _ = load_model(tmp_path / "r" / "best")
+    assert after.config.head.ave_count and type(after.head).__name__ == "AVECountHead"
+    assert not any(k.startswith("head.fc") for k in after.trainable_state_dict())
+
+
 def test_question_readout_makes_the_answer_depend_on_the_audio():
     from stgcma.heads import QuestionReadout
 

@@ -100,7 +100,7 @@ class DefaultRecipe:
     tasks: dict[str, TaskRecipe] = field(default_factory=lambda: {
         "ave": TaskRecipe(320, 100, 8, 8, 2e-3, ["head.ave_audio=tokens", "head.ave_decode=clip"],
                           train={"min_lr_ratio": 0.05},
-                          refit=RefitRecipe(4500, 30, n_val=500)),
+                          refit=RefitRecipe(4500, 30, n_val=500, head_overrides=["head.ave_count=true"])),
         "avs": TaskRecipe(240, 100, 16, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=32",
                                                  "head.avs_match=true"], "mode=s4",
                           {"avs_dice_weight": 1.0, "min_lr_ratio": 0.05},
