@@ -19,9 +19,10 @@
 
 Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes
 on this project's 2-core CPU (77 minutes measured before the AVS detail branch, which makes the AVS
-refit's head steps 1.8x as long: about 85 estimated); ``cpu-long`` has the larger joint AVS training and refits that the
-shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs; AVQA
-refit 3000 clips x 14 epochs: about two hours here); ``gpu`` trains many more steps in bf16 with
+refit's head steps 1.8x as long, and the AVE counting head, 2.5x: about 87 estimated); ``cpu-long`` has the larger
+joint AVS training and refits that the shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit
+2500 clips x 6 epochs, which the shipped decoder then repeated three times with the detail branch on new clips;
+AVQA refit 3000 clips x 14 epochs: about two hours here); ``gpu`` trains many more steps in bf16 with
 bigger batches and data workers, for a machine with a GPU. AVQA trains on eight questions per clip
 (the clip's own answer-balanced one plus seven more about the same scene) so one encoder pass serves
 eight answers; validation and test ask each clip's own question only.
