@@ -38,15 +38,21 @@ def _patch_tokens(tokens: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
     return tokens[:, 1:] if encoder.is_vit else tokens
 
 
-def pooled_audio(feats: dict[str, Any], encoder: nn.Module) -> torch.Tensor:
-    """[mean, max] over each segment's audio patch tokens: (B, T, 2D).
+def pooled_tokens(feats: dict[str, Any], encoder: nn.Module, stream: str) -> torch.Tensor:
+    """[mean, max] over each segment's patch tokens of ``stream`` ("audio" or "video"): (B, T, 2D).
 
-    An image backbone's audio CLS token barely varies between segments of a clip (relative std about
-    0.04 on SynthAV); the pooled tokens vary several times more and tell which sounds are present.
+    Audio: an image backbone's audio CLS token barely varies between segments of a clip (relative std
+    about 0.04 on SynthAV); the pooled tokens vary several times more and tell which sounds are present.
+    Video: the max keeps a small object's presence, which a mean over the frame (or a class token) dilutes.
     """
-    tokens = _patch_tokens(feats["audio"], encoder)  # (B*T, Na, D)
+    tokens = _patch_tokens(feats[stream], encoder)  # (B*T, N, D)
     pooled = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1)  # (B*T, 2D)
     return pooled.reshape(feats["batch"], feats["frames"], -1)  # (B, T, 2D)
+
+
+def pooled_audio(feats: dict[str, Any], encoder: nn.Module) -> torch.Tensor:
+    """[mean, max] over each segment's audio patch tokens: (B, T, 2D) (:func:`pooled_tokens`)."""
+    return pooled_tokens(feats, encoder, "audio")
 
 
 def _to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -82,14 +88,6 @@ class AVEHead(TaskHead):
         return {"logits": logits}
 
 
-def pooled_video(feats: dict[str, Any], encoder: nn.Module) -> torch.Tensor:
-    """[mean, max] over each frame's video patch tokens: (B, T, 2D). The max keeps a small object's
-    presence, which a mean over the frame (or a class token) dilutes."""
-    tokens = _patch_tokens(feats["video"], encoder)  # (B*T, Nv, D)
-    pooled = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1)  # (B*T, 2D)
-    return pooled.reshape(feats["batch"], feats["frames"], -1)  # (B, T, 2D)
-
-
 def _class_mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.LayerNorm(in_dim), init_linear(nn.Linear(in_dim, hidden)), nn.GELU(),
                          nn.Dropout(dropout), init_linear(nn.Linear(hidden, out_dim)))
@@ -122,7 +120,7 @@ class AVECountHead(TaskHead):
         v, a = encoder.pooled(feats)  # (B, T, D) each
         if self.audio == "tokens":
             a = pooled_audio(feats, encoder)  # (B, T, 2D)
-        v = torch.cat([v, pooled_video(feats, encoder)], dim=-1)  # (B, T, 3D)
+        v = torch.cat([v, pooled_tokens(feats, encoder, "video")], dim=-1)  # (B, T, 3D)
         log_both = (F.logsigmoid(self.hear(a)) + F.logsigmoid(self.see(v))).float()  # (B, T, K)
         log_pi = F.log_softmax(self.log_tau.exp() * log_both.exp().mean(dim=1), dim=-1)  # (B, K)
         log_event = log_pi.unsqueeze(1) + log_both  # (B, T, K)
