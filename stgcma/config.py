@@ -131,6 +131,10 @@ class HeadConfig:
     # AVQA read-out: also time-weighted sums of those segment products (early minus late evidence), so
     # the read-out is not blind to the segment order (heads.QuestionReadout, order=True)
     avqa_readout_order: bool = False
+    # AVQA: one token per column of the patch grid (pooled over rows and time, with where the audio-guided
+    # grounding put the sound) beside the segment vectors, so the reasoner has an input that says what
+    # stands where: "what is on the left of the <Object>?", "where is the loudest object?" (heads.ColumnTokens)
+    avqa_columns: bool = False
 
 
 @dataclass

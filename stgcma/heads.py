@@ -572,6 +572,50 @@ class QuestionReadout(nn.Module):
         return out.flatten(0, 1)  # (B*Q, H)
 
 
+class ColumnTokens(nn.Module):
+    """The clip's layout as one token per column of the patch grid, for the AVQA reasoner.
+
+    A segment vector is the frame pooled one way or another (mean, audio- or question-grounded), so
+    "what is on the left of the <Object>?" or "what kind of object is the leftest object?" has no input
+    that says what stands where. Here the position-coded patch tokens (B, T, rows*cols, H) are pooled
+    over the rows and then over time, [mean, max] each, one vector per column; with it go three numbers
+    of the audio-guided grounding's weight on the column (its mean and max over time, and its
+    time-weighted sum from -1 at the first segment to +1 at the last), so a column carries whether and
+    when the sound was placed there. A Linear maps each to H; a fixed code of the column's place (the
+    patch tokens' own position codes are small beside their contents) and a learnt embedding that marks
+    the tokens as columns are added. The reasoner reads them beside the segment vectors, and ``pooled`` (the question's
+    attention over them) reaches the fused vector through ``out``, zero-initialised so a trained head
+    that gains the columns keeps its answers until they learn.
+    """
+
+    def __init__(self, hidden: int, heads: int = 4) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(4 * hidden + 3), nn.Linear(4 * hidden + 3, hidden))
+        self.modality = nn.Parameter(torch.zeros(hidden))
+        nn.init.normal_(self.modality, std=0.02)
+        self.attend = QuestionTemporalAttention(hidden, heads)
+        self.out = nn.Linear(hidden, hidden)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, tokens: torch.Tensor, weights: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """tokens (B, T, N, H), audio-grounding weights (B, T, N), grid (rows, cols) -> (B, cols, H)."""
+        B, T, N, H = tokens.shape
+        rows, cols = grid
+        x = tokens.reshape(B, T, rows, cols, H)
+        per_time = torch.cat([x.mean(2), x.amax(2)], dim=-1)  # (B, T, cols, 2H)
+        pooled = torch.cat([per_time.mean(1), per_time.amax(1)], dim=-1)  # (B, cols, 4H)
+        share = weights.reshape(B, T, rows, cols).sum(2)  # (B, T, cols): the sound's weight per column
+        when = torch.linspace(-1.0, 1.0, T, device=share.device, dtype=share.dtype)[None, :, None] / T  # (1, T, 1)
+        sound = torch.stack([share.mean(1), share.amax(1), (share * when).sum(1)], dim=-1)  # (B, cols, 3)
+        where = sincos_positions(cols, H, tokens.device)  # (cols, H): the column's place, as `when` for segments
+        return self.proj(torch.cat([pooled, sound], dim=-1)) + where + self.modality  # (B, cols, H)
+
+    def pooled(self, query: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """query (B', H), reasoned column tokens (B', cols, H) -> the fused vector's addend (B', H)."""
+        return self.out(self.attend(query, columns))
+
+
 class AVQAHead(TaskHead):
     """MUSIC-AVQA answer classifier in the style of AVST, on the shared encoder's features.
 
@@ -596,7 +640,9 @@ class AVQAHead(TaskHead):
     bit-identical logits for a question).
 
     With ``readout=True`` a ``QuestionReadout`` of the segment vectors is added to the fused vector
-    (``readout_order=True``: with its order-aware time-weighted sums).
+    (``readout_order=True``: with its order-aware time-weighted sums). With ``columns=True`` the reasoner
+    also reads one ``ColumnTokens`` token per column of the patch grid (what stands where, and where the
+    sound was placed), and the question's attention over them is added to the fused vector.
 
     ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers),
     ``match_logits`` (B*T, 2) for the clip's own audio-visual pairs and, when B > 1,
@@ -612,7 +658,8 @@ class AVQAHead(TaskHead):
     """
 
     def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4,
-                 layers: int = 2, dropout: float = 0.1, readout: bool = False, readout_order: bool = False) -> None:
+                 layers: int = 2, dropout: float = 0.1, readout: bool = False, readout_order: bool = False,
+                 columns: bool = False) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, hidden)
@@ -638,6 +685,7 @@ class AVQAHead(TaskHead):
         self.question_norm = nn.LayerNorm(hidden)
         self.classifier = nn.Linear(hidden, answers)
         self.readout = QuestionReadout(hidden, order=readout_order) if readout else None
+        self.columns = ColumnTokens(hidden, heads) if columns else None
 
     def segment_inputs(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio vectors (B, T, H) and position-coded visual patch tokens (B, T, N, H)."""
@@ -647,9 +695,11 @@ class AVQAHead(TaskHead):
         tokens = tokens + sincos_positions_2d(feats["grid_v"], tokens.shape[-1], tokens.device)
         return audio, tokens.reshape(B, T, *tokens.shape[1:])  # (B, T, N, H)
 
-    def audio_grounded(self, audio: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """audio (B, T, H), tokens (B, T, N, H) -> the audio-attended visual vector (B, T, H)."""
-        weights = self.audio_ground(audio, tokens)  # (B, T, N)
+    def audio_grounded(self, audio: torch.Tensor, tokens: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+        """audio (B, T, H), tokens (B, T, N, H) -> the audio-attended visual vector (B, T, H); ``weights``
+        (B, T, N): the grounding's weights when already computed."""
+        weights = self.audio_ground(audio, tokens) if weights is None else weights  # (B, T, N)
         return (weights.unsqueeze(-1) * tokens).sum(dim=2)  # (B, T, H)
 
     def _match(self, audio: torch.Tensor, grounded: torch.Tensor) -> torch.Tensor:
@@ -682,7 +732,8 @@ class AVQAHead(TaskHead):
         q = self.question_encoder(asked.flatten(0, 1)).unflatten(0, (B, Q))  # (B, Q, H)
         audio, tokens = self.segment_inputs(feats, encoder)  # (B, T, H), (B, T, N, H)
         T = audio.shape[1]
-        by_audio = self.audio_grounded(audio, tokens)  # (B, T, H)
+        sound_at = self.audio_ground(audio, tokens)  # (B, T, N)
+        by_audio = self.audio_grounded(audio, tokens, sound_at)  # (B, T, H)
         out = {"match_logits": self._match(audio, by_audio)}
         if B > 1:
             out["match_neg_logits"] = self._match(audio, self.audio_grounded(audio, tokens.roll(1, dims=0)))
@@ -691,18 +742,22 @@ class AVQAHead(TaskHead):
         context = torch.cat([tokens.mean(dim=2), by_audio], dim=-1)[:, None].expand(-1, Q, -1, -1)  # (B, Q, T, 2H)
         visual = self.ground_fc(torch.cat([context, by_question], dim=-1))  # (B, Q, T, H)
         when = sincos_positions(T, q.shape[-1], q.device)  # (T, H)
-        seq = torch.cat([
+        parts = [
             (q + self.modality[0])[:, :, None],
             (audio + when + self.modality[1])[:, None].expand(-1, Q, -1, -1),
             visual + when + self.modality[2],
-        ], dim=2).flatten(0, 1)  # (B*Q, 1 + 2T, H)
-        seq = self.reasoner(seq)
+        ]
+        if self.columns is not None:
+            parts.append(self.columns(tokens, sound_at, feats["grid_v"])[:, None].expand(-1, Q, -1, -1))
+        seq = self.reasoner(torch.cat(parts, dim=2).flatten(0, 1))  # (B*Q, 1 + 2T [+ cols], H)
         q_flat = q.flatten(0, 1)  # (B*Q, H)
         a = self.attend_audio(q_flat, seq[:, 1:1 + T])  # (B*Q, H)
-        v = self.attend_visual(q_flat, seq[:, 1 + T:])  # (B*Q, H)
+        v = self.attend_visual(q_flat, seq[:, 1 + T:1 + 2 * T])  # (B*Q, H)
         fused = self.fusion(torch.cat([a, v, seq[:, 0]], dim=-1))  # (B*Q, H)
         if self.readout is not None:
             fused = fused + self.readout(q, audio, visual)
+        if self.columns is not None:
+            fused = fused + self.columns.pooled(q_flat, seq[:, 1 + 2 * T:])
         gated = self.fused_norm(fused) * self.question_norm(q_flat)  # (B*Q, H), both factors O(1)
         logits = self.classifier(torch.tanh(gated)).unflatten(0, (B, Q))  # (B, Q, answers)
         out["logits"] = logits if question.ndim == 3 else logits[:, 0]  # (B, Q, answers) or (B, answers)
@@ -722,5 +777,5 @@ def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
         if h.hidden % 4:
             raise ConfigError(f"head.hidden must be divisible by the AVQA head's 4 attention heads; got {h.hidden}")
         return AVQAHead(encoder.embed_dim, h.hidden, h.avqa_answers, h.avqa_vocab_size, h.avqa_embed,
-                        readout=h.avqa_readout, readout_order=h.avqa_readout_order)
+                        readout=h.avqa_readout, readout_order=h.avqa_readout_order, columns=h.avqa_columns)
     raise ConfigError(f"unknown task {h.task!r}; expected one of {', '.join(TASKS)}")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from stgcma.adapters import AdapterModule
 from stgcma.config import ConfigError, load_preset
-from stgcma.heads import TPAVI, AVQAHead, AVSHead, TaskHead, build_head, decode_ave
+from stgcma.heads import TPAVI, AVQAHead, AVSHead, TaskHead, build_head, decode_ave, sincos_positions
 from stgcma.model import STGCMAModel, create_model
 from tests.conftest import random_inputs
 
@@ -357,3 +357,33 @@ def test_avs_detail_branch_starts_neutral_and_reads_the_frames_at_full_resolutio
     assert detailed.head.detail.stem_full[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="input frames"):
         detailed.head({k: v for k, v in feats.items() if k != "frames_in"}, detailed.encoder)
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avqa_column_tokens_see_the_layout_and_train(name):
+    """``head.avqa_columns``: gradients reach adapters, head and the column tokens; a column's token
+    keeps its column's code and carries what stands in it (mirroring the grid mirrors the contents);
+    the zero-initialised output adds nothing to the fused vector of a head that has just gained them."""
+    model = _model(name, "avqa", **{"head.avqa_columns": True}).train()
+    video, audio = random_inputs(model.config)
+    question = _question()
+    feats = model.forward_features(video, audio)
+    out = model.forward_head(feats, question=question)
+    match = AVQAHead.matching_loss(out["match_logits"], out["match_neg_logits"])
+    (out["logits"].logsumexp(-1).sum() + match).backward()
+    _assert_gradients_reach_adapters_and_head(model)
+    assert model.head.columns.proj[1].weight.grad.abs().sum() > 0
+
+    head = model.head.eval()
+    with torch.no_grad():
+        tokens = torch.randn(2, 4, 6, 32)  # (B, T, rows*cols, H) for a 2 x 3 grid
+        weights = torch.rand(2, 4, 6).softmax(-1)
+        cols = head.columns(tokens, weights, (2, 3))
+        mirrored = head.columns(tokens.reshape(2, 4, 2, 3, 32).flip(3).reshape(2, 4, 6, 32),
+                                weights.reshape(2, 4, 2, 3).flip(3).reshape(2, 4, 6), (2, 3))
+        assert cols.shape == (2, 3, 32)
+        where = sincos_positions(3, 32)  # each token also says which column it is
+        torch.testing.assert_close(mirrored - where, (cols - where).flip(1))  # and its content follows the column's
+        assert not torch.allclose(mirrored, cols.flip(1))
+        fresh = type(head.columns)(32)
+        assert fresh.pooled(torch.randn(2, 32), cols).abs().max() == 0
