@@ -499,6 +499,12 @@ def sincos_positions_2d(grid: tuple[int, int], dim: int, device: torch.device | 
     return torch.cat([y, x], dim=-1).reshape(rows * cols, dim)  # (N, dim)
 
 
+def first_to_last(n: int, like: torch.Tensor) -> torch.Tensor:
+    """Weights (n,) from -1/n at the first segment to +1/n at the last: a weighted sum over time is
+    positive when its evidence comes late and negative when early, and reversing time flips its sign."""
+    return torch.linspace(-1.0, 1.0, n, device=like.device, dtype=like.dtype) / n
+
+
 class FeatureBatchNorm(nn.BatchNorm1d):
     """BatchNorm over the last dimension of a (..., C) tensor: each feature centred and scaled across
     clips, segments and patches (running statistics at inference).
@@ -566,7 +572,7 @@ class QuestionReadout(nn.Module):
         out = self.out(pooled)  # (B, Q, H)
         if self.order is not None:
             T = ea.shape[2]
-            when = torch.linspace(-1.0, 1.0, T, device=ea.device, dtype=ea.dtype)[:, None] / T  # (T, 1)
+            when = first_to_last(T, ea)[:, None]  # (T, 1)
             trend = torch.cat([(ea * when).sum(2), (ev * when).sum(2)], dim=-1)  # (B, Q, 2H)
             out = out + self.order(trend)
         return out.flatten(0, 1)  # (B*Q, H)
@@ -583,9 +589,10 @@ class ColumnTokens(nn.Module):
     time-weighted sum from -1 at the first segment to +1 at the last), so a column carries whether and
     when the sound was placed there. A Linear maps each to H; a fixed code of the column's place (the
     patch tokens' own position codes are small beside their contents) and a learnt embedding that marks
-    the tokens as columns are added. The reasoner reads them beside the segment vectors, and ``pooled`` (the question's
-    attention over them) reaches the fused vector through ``out``, zero-initialised so a trained head
-    that gains the columns keeps its answers until they learn.
+    the tokens as columns are added. The reasoner reads them beside the segment vectors, and ``pooled``
+    (the question's attention over them) reaches the fused vector through ``out``, zero-initialised so
+    that direct path adds nothing to a trained head until it learns (the reasoner attending to the new
+    tokens moves its answers a little: the shipped head's validation accuracy stayed at 0.660).
     """
 
     def __init__(self, hidden: int, heads: int = 4) -> None:
@@ -606,7 +613,7 @@ class ColumnTokens(nn.Module):
         per_time = torch.cat([x.mean(2), x.amax(2)], dim=-1)  # (B, T, cols, 2H)
         pooled = torch.cat([per_time.mean(1), per_time.amax(1)], dim=-1)  # (B, cols, 4H)
         share = weights.reshape(B, T, rows, cols).sum(2)  # (B, T, cols): the sound's weight per column
-        when = torch.linspace(-1.0, 1.0, T, device=share.device, dtype=share.dtype)[None, :, None] / T  # (1, T, 1)
+        when = first_to_last(T, share)[None, :, None]  # (1, T, 1)
         sound = torch.stack([share.mean(1), share.amax(1), (share * when).sum(1)], dim=-1)  # (B, cols, 3)
         where = sincos_positions(cols, H, tokens.device)  # (cols, H): the column's place, as `when` for segments
         return self.proj(torch.cat([pooled, sound], dim=-1)) + where + self.modality  # (B, cols, H)
