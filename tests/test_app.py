@@ -418,6 +418,16 @@ def test_attribution_viewer_ig_occlusion_and_avqa(ctx, analysed):
     assert targets["choices"][0][1] == "predicted" and question["visible"]
 
 
+def test_attribution_says_when_the_completeness_error_is_large():
+    from app.tabs.attribution import completeness
+
+    assert "large" not in completeness(-0.0099, -0.1013, "detailed")  # 32 steps: 10% of the change
+    fast = completeness(-0.3297, -0.1013, "fast")  # 8 steps on the same logit: 3x the change
+    assert "-3.30e-01" in fast and "large" in fast and "detailed (32 steps)" in fast
+    assert "rough" in completeness(50.0, 100.0, "detailed")
+    assert "large" in completeness(1e-3, 0.0, "fast")  # no change to compare with: any error is large
+
+
 def test_job_spec_checks_and_commands(tmp_path):
     spec = JobSpec("ave", "vit-test", "synthav:seed=0,n=8", str(tmp_path / "r"), epochs=2, batch_size=4, lr=1e-3,
                    adapter_ratio=0.125, gpus=0)
