@@ -360,7 +360,7 @@ def test_avs_detail_branch_starts_neutral_and_reads_the_frames_at_full_resolutio
 
 
 @pytest.mark.parametrize("name", TOYS)
-def test_avqa_column_tokens_see_the_layout_and_train(name):
+def test_avqa_column_tokens_carry_the_layout_and_train(name):
     """``head.avqa_columns``: gradients reach adapters, head and the column tokens; a column's token
     keeps its column's code and carries what stands in it (mirroring the grid mirrors the contents);
     the zero-initialised output adds nothing to the fused vector of a head that has just gained them."""
