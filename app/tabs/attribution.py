@@ -33,7 +33,8 @@ def completeness(delta: float, change: float, detail: str) -> str:
     """
     text = f"{delta:.2e} (vs. f(x) − f(0) = {change:.3f})"
     if abs(delta) > 0.1 * max(abs(change), 1e-6):
-        advice = "choose Detail: detailed (32 steps)" if detail == "fast" else "read the heatmaps as rough"
+        steps = DETAIL["detailed"]["n_steps"]
+        advice = f"choose Detail: detailed ({steps} steps)" if detail == "fast" else "read the heatmaps as rough"
         text += f"<br><b>large next to the change: the heatmaps are approximate; {advice}</b>"
     return text
 
