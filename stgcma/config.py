@@ -135,6 +135,10 @@ class HeadConfig:
     # grounding put the sound) beside the segment vectors, so the reasoner has an input that says what
     # stands where: "what is on the left of the <Object>?", "where is the loudest object?" (heads.ColumnTokens)
     avqa_columns: bool = False
+    # AVQA: a per-patch question read-out (each patch token times a projection of the question), max-pooled
+    # over the frame and per column, whose profile over the columns lets "how many <Object>s?" count
+    # places; added to the fused vector (heads.PatchReadout)
+    avqa_patch_readout: bool = False
 
 
 @dataclass

@@ -387,3 +387,35 @@ def test_avqa_column_tokens_carry_the_layout_and_train(name):
         assert not torch.allclose(mirrored, cols.flip(1))
         fresh = type(head.columns)(32)
         assert fresh.pooled(torch.randn(2, 32), cols).abs().max() == 0
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avqa_patch_readout_reads_single_patches_and_trains(name):
+    """``head.avqa_patch_readout``: gradients reach adapters, head and the read-out; the read-out takes
+    the question's product with every patch before pooling, so one patch of one segment moves it; the
+    segment order and the row do not, the column does; a fresh read-out adds nothing to the fused vector."""
+    model = _model(name, "avqa", **{"head.avqa_patch_readout": True}).train()
+    video, audio = random_inputs(model.config)
+    out = model.forward_head(model.forward_features(video, audio), question=_question())
+    match = AVQAHead.matching_loss(out["match_logits"], out["match_neg_logits"])
+    (out["logits"].logsumexp(-1).sum() + match).backward()
+    _assert_gradients_reach_adapters_and_head(model)
+    assert model.head.patch_readout.out.weight.grad.abs().sum() > 0
+
+    readout = model.head.patch_readout.eval()
+    with torch.no_grad():
+        readout.out.weight.normal_()  # as if trained: a fresh read-out's output is zero
+        q, tokens = torch.randn(2, 3, 32), torch.randn(2, 4, 6, 32)  # (B, Q, H), (B, T, N, H)
+        before = readout(q, tokens, (2, 3))
+        assert before.shape == (6, 32)
+        spiked = tokens.clone()
+        spiked[0, 2, 5] += 10.0 * readout.token.weight[0]  # one patch of one segment of the first clip
+        after = readout(q, spiked, (2, 3))
+        assert not torch.allclose(after[:3], before[:3]) and torch.equal(after[3:], before[3:])
+        later = spiked[:, torch.randperm(4)]  # the same frames in another order
+        torch.testing.assert_close(readout(q, later, (2, 3)), after)
+        below = spiked.reshape(2, 4, 2, 3, 32).flip(2).reshape(2, 4, 6, 32)  # each patch moved to the other row
+        torch.testing.assert_close(readout(q, below, (2, 3)), after)
+        aside = spiked.reshape(2, 4, 2, 3, 32).flip(3).reshape(2, 4, 6, 32)  # each patch moved to the mirrored column
+        assert not torch.allclose(readout(q, aside, (2, 3))[:3], after[:3])
+        assert type(readout)(32)(q, tokens, (2, 3)).abs().max() == 0

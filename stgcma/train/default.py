@@ -10,9 +10,9 @@
    validation clips. AVS: 2000 clips with the decoder's tapped blocks and input frames, the decoder
    with a detail branch on the frames added (``heads.DetailRefiner``), 4 epochs, 300 validation
    clips. AVQA: 2000 clips x 16 questions, the head with an order-aware question read-out
-   (``heads.QuestionReadout``) and one token per patch column (``heads.ColumnTokens``) added, 8
-   epochs, selected on 300 validation clips x 16 questions (joint training shows the head too few
-   questions to bind words to the clip).
+   (``heads.QuestionReadout``), one token per patch column (``heads.ColumnTokens``) and a per-patch
+   read-out (``heads.PatchReadout``) added, 8 epochs, selected on 300 validation clips x 16
+   questions (joint training shows the head too few questions to bind words to the clip).
 3. The selected checkpoints are copied to ``assets/default/<task>/`` (adapter-only, pointing at
    ``assets/default/backbone/model.safetensors``) and evaluated once on a fresh test seed never used
    in training; the numbers go to ``assets/default/quality.json`` (a run of some tasks only keeps the
@@ -20,12 +20,13 @@
 
 Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes
 on this project's 2-core CPU (77 minutes measured before the AVS detail branch, which makes the AVS
-refit's head steps 1.8x as long, the AVE counting head, 2.5x, and the AVQA column tokens, 1.25x: about
-90 estimated, not re-measured); ``cpu-long`` has the larger joint AVS training and refits that the
-shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs, which the
-shipped decoder then repeated with the detail branch on new clips; AVQA refit 3000 clips x 14 epochs,
-which the shipped head then repeated with the column tokens on new clips: about two hours here);
-``gpu`` trains many more steps in bf16 with bigger batches and data workers, for a machine with a GPU.
+refit's head steps 1.8x as long, the AVE counting head, 2.5x, the AVQA column tokens, 1.25x, and the
+AVQA per-patch read-out, 1.13x more: about 92 estimated, not re-measured); ``cpu-long`` has the larger
+joint AVS training and refits that the shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs,
+refit 2500 clips x 6 epochs, which the shipped decoder then repeated with the detail branch on new
+clips; AVQA refit 3000 clips x 14 epochs, which the shipped head then repeated with the column tokens,
+then the per-patch read-out, on new clips: about two hours here); ``gpu`` trains many more steps in
+bf16 with bigger batches and data workers, for a machine with a GPU.
 AVQA trains on eight questions per clip (the clip's own answer-balanced one plus seven more about the
 same scene) so one encoder pass serves eight answers; validation and test ask each clip's own question
 only.
@@ -114,7 +115,8 @@ class DefaultRecipe:
                            refit=RefitRecipe(2000, 8, questions=16, n_val=300, val_questions=16,
                                              head_overrides=["head.avqa_readout=true",
                                                              "head.avqa_readout_order=true",
-                                                             "head.avqa_columns=true"])),
+                                                             "head.avqa_columns=true",
+                                                             "head.avqa_patch_readout=true"])),
     })
 
     @classmethod
