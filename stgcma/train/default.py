@@ -11,7 +11,7 @@
    with a detail branch on the frames added (``heads.DetailRefiner``), 4 epochs, 300 validation
    clips. AVQA: 2000 clips x 16 questions, the head with an order-aware question read-out
    (``heads.QuestionReadout``), one token per patch column (``heads.ColumnTokens``) and a per-patch
-   read-out (``heads.PatchReadout``) added, 8 epochs, selected on 300 validation clips x 16
+   read-out (``heads.PatchReadout``) added, 7 epochs, selected on 300 validation clips x 16
    questions (joint training shows the head too few questions to bind words to the clip).
 3. The selected checkpoints are copied to ``assets/default/<task>/`` (adapter-only, pointing at
    ``assets/default/backbone/model.safetensors``) and evaluated once on a fresh test seed never used
@@ -21,7 +21,8 @@
 Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes
 on this project's 2-core CPU (77 minutes measured before the AVS detail branch, which makes the AVS
 refit's head steps 1.8x as long, the AVE counting head, 2.5x, the AVQA column tokens, 1.25x, and the
-AVQA per-patch read-out, 1.13x more: about 92 estimated, not re-measured); ``cpu-long`` has the larger
+AVQA per-patch read-out, 1.13x more, paid for by one AVQA refit epoch fewer (7, not 8): about 90
+estimated, not re-measured); ``cpu-long`` has the larger
 joint AVS training and refits that the shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs,
 refit 2500 clips x 6 epochs, which the shipped decoder then repeated with the detail branch on new
 clips; AVQA refit 3000 clips x 14 epochs, which the shipped head then repeated with the column tokens,
@@ -112,7 +113,7 @@ class DefaultRecipe:
                           refit=RefitRecipe(2000, 4, lr=1e-3, n_val=300, head_overrides=["head.avs_detail=true"])),
         "avqa": TaskRecipe(400, 100, 8, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"],
                            train={"min_lr_ratio": 0.05}, questions=8,
-                           refit=RefitRecipe(2000, 8, questions=16, n_val=300, val_questions=16,
+                           refit=RefitRecipe(2000, 7, questions=16, n_val=300, val_questions=16,
                                              head_overrides=["head.avqa_readout=true",
                                                              "head.avqa_readout_order=true",
                                                              "head.avqa_columns=true",
