@@ -71,7 +71,8 @@ def test_reversed_segment_order_changes_answers_to_temporal_questions(model_and_
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11: the default's answers to where-questions are near chance "
-                   "(31-40% of 3 sides) and 80% of them stay the same on mirrored frames (11% take the other side)")
+                   "(34-61% by template and number of objects) and 71% of them stay the same on mirrored frames "
+                   "(18% take the other side)")
 def test_mirrored_frames_mirror_the_answers_to_where_questions(model_and_batch):
     """Where the model answers "left" or "right", the mirrored clip (the soundtrack is mono, so it still
     fits) gets the other side in many answers; a head blind to the layout gives the same side."""
