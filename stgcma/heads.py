@@ -693,7 +693,9 @@ class AVQAHead(TaskHead):
     With ``readout=True`` a ``QuestionReadout`` of the segment vectors is added to the fused vector
     (``readout_order=True``: with its order-aware time-weighted sums). With ``columns=True`` the reasoner
     also reads one ``ColumnTokens`` token per column of the patch grid (what stands where, and where the
-    sound was placed), and the question's attention over them is added to the fused vector.
+    sound was placed), and the question's attention over them is added to the fused vector. With
+    ``patch_readout=True`` a ``PatchReadout`` (the question times every patch token, pooled after the
+    product: over the frame, and per column into a profile that can count places) is added too.
 
     ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers),
     ``match_logits`` (B*T, 2) for the clip's own audio-visual pairs and, when B > 1,

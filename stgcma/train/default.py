@@ -22,12 +22,12 @@ Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in a
 on this project's 2-core CPU (77 minutes measured before the AVS detail branch, which makes the AVS
 refit's head steps 1.8x as long, the AVE counting head, 2.5x, the AVQA column tokens, 1.25x, and the
 AVQA per-patch read-out, 1.13x more, paid for by one AVQA refit epoch fewer (7, not 8): about 90
-estimated, not re-measured); ``cpu-long`` has the larger
-joint AVS training and refits that the shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs,
-refit 2500 clips x 6 epochs, which the shipped decoder then repeated with the detail branch on new
-clips; AVQA refit 3000 clips x 14 epochs, which the shipped head then repeated with the column tokens,
-then the per-patch read-out, on new clips: about two hours here); ``gpu`` trains many more steps in
-bf16 with bigger batches and data workers, for a machine with a GPU.
+estimated, not re-measured); ``cpu-long`` has the larger joint AVS training and refits that the shipped
+heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs, which the shipped
+decoder then repeated with the detail branch on new clips; AVQA refit 3000 clips x 14 epochs, which the
+shipped head then repeated with the column tokens, then the per-patch read-out, on new clips: about two
+hours here); ``gpu`` trains many more steps in bf16 with bigger batches and data workers, for a
+machine with a GPU.
 AVQA trains on eight questions per clip (the clip's own answer-balanced one plus seven more about the
 same scene) so one encoder pass serves eight answers; validation and test ask each clip's own question
 only.
