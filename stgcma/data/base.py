@@ -9,7 +9,9 @@ Items are dicts of tensors (collated by the default ``DataLoader`` collate):
   (T,), False where no ground-truth mask exists (AVSBench S4 train has only the first).
 - ``"avqa"``: ``question`` long (max_len,) token ids padded with 0 (1 = ``<unk>``), ``answer`` long
   scalar, ``qtype`` str such as ``"Audio-Visual/Existential"``. (The audio-visual matching loss pairs a
-  clip's audio with another clip of the same batch, so items carry no negative frames.)
+  clip's audio with another clip of the same batch, so items carry no negative frames.) SynthAV's
+  items also carry ``class_map`` uint8 (T, S, S), the class each pixel shows (0 backdrop, 1 + k class
+  k), for the head's layout map; real datasets have none, and their items are ``ITEM_KEYS`` exactly.
 
 Metadata: ``num_classes`` is the size of the task head's output and ``class_names`` names those
 outputs: the events plus ``"background"`` (AVE), ``["sounding"]`` (AVS, one binary mask) or the

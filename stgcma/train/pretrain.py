@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from stgcma.backbones import source_model
 from stgcma.config import BackboneConfig, PreprocessConfig
 from stgcma.data.synthav.clip import make_clip
-from stgcma.data.synthav.render import object_mask, render_frames, segment_times
+from stgcma.data.synthav.render import render_class_maps, render_frames, segment_times
 from stgcma.data.synthav.scene import NUM_MUSIC_CLASSES, SynthConfig
 from stgcma.data.synthav.styles import class_styles
 from stgcma.media.features import frames_to_tensor
@@ -63,10 +63,7 @@ class SynthFrames(Dataset):
         t = float(segment_times(scene.num_segments)[seg])
         size = self.pre.image_size
         frame = render_frames(scene, np.array([t]), size, self.styles)  # (1, S, S, 3)
-        labels = np.zeros((size, size), dtype=np.int64)
-        for obj in scene.objects:  # painted in drawing order: later objects cover earlier ones
-            if obj.visible[seg]:
-                labels[object_mask(scene, obj, t, size, self.styles)] = obj.cls + 1
+        labels = render_class_maps(scene, np.array([t]), size, self.styles)[0].astype(np.int64)  # (S, S)
         return frames_to_tensor(frame, self.pre)[0], torch.from_numpy(labels)
 
 

@@ -16,7 +16,7 @@ from stgcma.data.base import AVS_CLASS_NAMES, AVDataset, check_task
 from stgcma.data.synthav.audio import render_audio
 from stgcma.data.synthav.clip import Clip, answers, clip_rng, make_clip, split_id
 from stgcma.data.synthav.questions import QTYPES, Question, question_vocabulary, scene_questions
-from stgcma.data.synthav.render import render_frames, render_masks, segment_times
+from stgcma.data.synthav.render import render_class_maps, render_frames, render_masks, segment_times
 from stgcma.data.synthav.scene import Mode, SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles, question_names
 from stgcma.data.vocab import Vocab
@@ -44,7 +44,10 @@ class SynthAV(AVDataset):
         questions: AVQA questions per clip. 1 (default): the clip's own answer-balanced question,
             item ``question`` (L,), ``answer`` scalar, ``qtype`` str. Q > 1: that question then Q - 1
             more about the same scene (:func:`scene_questions`), stacked: ``question`` (Q, L),
-            ``answer`` (Q,), ``qtype`` list of Q str; one encoder pass then serves Q questions.
+            ``answer`` (Q,), ``qtype`` list of Q str; one encoder pass then serves Q questions. AVQA
+            items also carry ``class_map``, uint8 (T, S, S): what class each pixel of each segment's
+            frame shows (0 backdrop, 1 + k class k), the supervision of the head's layout map
+            (``head.avqa_layout_classes``).
         **world: further :class:`SynthConfig` fields (``distractor_prob``, ``max_objects``...).
     """
 
@@ -123,6 +126,8 @@ class SynthAV(AVDataset):
             item["mask"] = torch.from_numpy(masks.astype(np.float32))  # (T, S, S)
             item["mask_valid"] = torch.ones(self.num_segments, dtype=torch.bool)
         else:
+            times = segment_times(self.num_segments)
+            item["class_map"] = torch.from_numpy(render_class_maps(clip.scene, times, cfg.image_size, self.styles))
             qs = self.questions(clip)
             question = torch.stack([self.question_vocab.encode(q.text) for q in qs])  # (Q, L)
             answer = torch.tensor([self.answer_vocab.index(q.answer) for q in qs], dtype=torch.long)  # (Q,)

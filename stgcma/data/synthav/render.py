@@ -1,4 +1,4 @@
-"""Drawing SynthAV scenes: frames and sounding-object masks (numpy only, vectorised per object).
+"""Drawing SynthAV scenes: frames, sounding-object masks and class maps (numpy only, vectorised per object).
 
 Shapes are drawn from approximate signed distances in each object's rotated local frame (units of
 its radius), with one pixel of anti-aliasing; a pixel belongs to an object's mask when its coverage
@@ -221,3 +221,25 @@ def render_masks(scene: Scene, times: np.ndarray, size: int, styles: list[ClassS
         for i in pick(scene, seg):
             masks[f] |= object_mask(scene, scene.objects[i], float(t), size, styles)
     return masks
+
+
+def render_class_maps(scene: Scene, times: np.ndarray, size: int,
+                      styles: list[ClassStyle] | None = None) -> np.ndarray:
+    """What class each pixel shows: 0 for the backdrop, ``1 + cls`` where a visible object is drawn.
+
+    Objects are painted in drawing order, so a later object covers an earlier one, as in the frames.
+
+    Returns:
+        uint8 (F, S, S).
+    """
+    if scene.world != "music":
+        styles = styles or class_styles(scene.num_classes)
+    if scene.num_classes > 254:
+        raise ValueError(f"a uint8 class map holds at most 254 classes, the scene has {scene.num_classes}")
+    maps = np.zeros((len(times), size, size), dtype=np.uint8)
+    for f, t in enumerate(times):
+        seg = _segment(t, scene.num_segments)
+        for obj in scene.objects:
+            if obj.visible[seg]:
+                maps[f][object_mask(scene, obj, float(t), size, styles)] = obj.cls + 1
+    return maps
