@@ -34,7 +34,13 @@ from stgcma.data.synthav.questions import (
     question_vocabulary,
     scene_questions,
 )
-from stgcma.data.synthav.render import object_mask, render_frames, render_masks, segment_times
+from stgcma.data.synthav.render import (
+    object_mask,
+    render_class_maps,
+    render_frames,
+    render_masks,
+    segment_times,
+)
 from stgcma.data.synthav.scene import SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
 from stgcma.data.vocab import Vocab
@@ -106,6 +112,22 @@ def test_masks_cover_exactly_the_sounding_visible_objects(clips: list) -> None:
                     expected |= m
             assert np.array_equal(masks[t], expected)
             assert masks[t].any() == bool(s.sounding_objects(t))
+
+
+def test_class_maps_paint_every_visible_object_with_its_class_in_drawing_order(clips: list) -> None:
+    times = segment_times(CFG.num_segments)
+    for clip in clips[:20]:
+        s = clip.scene
+        maps = render_class_maps(s, times, 64)
+        assert maps.shape == (s.num_segments, 64, 64) and maps.dtype == np.uint8
+        for t in range(s.num_segments):
+            expected = np.zeros((64, 64), dtype=np.uint8)
+            for o in s.objects:  # later objects cover earlier ones, as in the frames
+                if o.visible[t]:
+                    expected[object_mask(s, o, times[t], 64)] = o.cls + 1
+            assert np.array_equal(maps[t], expected)
+            sounding = render_masks(s, times[t:t + 1], 64)[0]
+            assert (maps[t][sounding] > 0).all()  # every sounding pixel shows an object
 
 
 def test_s4_mode_has_exactly_one_sounding_object() -> None:
@@ -192,6 +214,9 @@ def test_dataset_items_for_each_task() -> None:
     assert item["qtype"] == q.qtype and avqa.answer_vocab[int(item["answer"])] == q.answer
     assert item["question"].shape == (14,) and item["question"][0] > 1
     assert avqa.num_classes == len(avqa.answer_vocab)
+    assert item["class_map"].shape == (10, 48, 48) and item["class_map"].dtype == torch.uint8
+    scene = avqa.clip(3).scene
+    assert set(item["class_map"].unique().tolist()) <= {0, *(o.cls + 1 for o in scene.objects)}
     batch = torch.utils.data.default_collate([avqa[0], avqa[1]])
     assert batch["video"].shape == (2, 10, 3, 48, 48) and len(batch["qtype"]) == 2
 
@@ -212,6 +237,9 @@ def test_scene_questions_are_true_of_the_scene_and_spread_over_answers(clips: li
                                                                          names, 9)}) >= 7
     yes = answers["yesno"]["yes"] / sum(answers["yesno"].values())
     assert 0.35 < yes < 0.65
+    many = [scene_questions(np.random.default_rng(i), clip.scene, names, 16) for i, clip in enumerate(clips[:50])]
+    distinct = np.mean([len({(q.template, q.values) for q in qs}) for qs in many])
+    assert distinct > 15.0  # drawn independently, 16 questions held about 13 distinct ones
 
 
 def test_several_questions_per_clip_start_with_the_clips_own() -> None:

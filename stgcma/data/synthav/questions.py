@@ -34,6 +34,7 @@ YES_NO = ("yes", "no")
 SIDES = ("left", "middle", "right")
 MAX_TRIES = 150
 S4_TRIES = 10
+REDRAWS = 8  # scene_questions: draws per question before a repeat is accepted
 QTYPES = AVQA_TYPES  # the nine MUSIC-AVQA question types, in the metrics' order
 SLOT_VALUES = {
     "<LR>": SIDES,
@@ -434,7 +435,8 @@ def scene_questions(rng: np.random.Generator, scene: Scene, names: list[str], k:
     Per question: a type (uniform), one of its templates that the scene can fill, then an answer
     uniform over the answers THIS scene admits for that template, then a filling with that answer.
     Answers are as balanced as the scene allows, not as balanced as the clip's own question (whose
-    scene was drawn to fit a target answer).
+    scene was drawn to fit a target answer). A question already asked about the scene is drawn again
+    (up to ``REDRAWS`` times): drawn independently, 16 questions held about 13 distinct ones.
     """
     facts = Facts(scene, names)
     fillable: dict[str, list[tuple[Template, dict[str, Candidates]]]] = defaultdict(list)
@@ -447,10 +449,15 @@ def scene_questions(rng: np.random.Generator, scene: Scene, names: list[str], k:
         if by_answer:
             fillable[template.qtype].append((template, dict(by_answer)))
     qtypes = [q for q in QTYPES if fillable[q]]
-    out = []
+    out: list[Question] = []
+    asked: set[tuple[str, tuple[str, ...]]] = set()
     for _ in range(k):
-        template, by_answer = _pick(rng, fillable[_pick(rng, qtypes)])
-        values, answer = _pick(rng, by_answer[_pick(rng, sorted(by_answer))])
+        for _ in range(REDRAWS):  # a question already asked about this scene is drawn again
+            template, by_answer = _pick(rng, fillable[_pick(rng, qtypes)])
+            values, answer = _pick(rng, by_answer[_pick(rng, sorted(by_answer))])
+            if (template.text, values) not in asked:
+                break
+        asked.add((template.text, values))
         out.append(Question(template.qtype, template.text, values, answer))
     return out
 
