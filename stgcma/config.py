@@ -139,6 +139,10 @@ class HeadConfig:
     # over the frame and per column, whose profile over the columns lets "how many <Object>s?" count
     # places; added to the fused vector (heads.PatchReadout)
     avqa_patch_readout: bool = False
+    # AVQA: K > 0 adds a per-patch class map over K object classes, supervised by SynthAV's class maps
+    # (train.layout_weight), that the question reads: where the named object stands, which class stands
+    # where (heads.LayoutReadout); 0: off (real datasets carry no class maps)
+    avqa_layout_classes: int = 0
 
 
 @dataclass

@@ -6,8 +6,18 @@ import torch.nn.functional as F
 
 from stgcma.adapters import AdapterModule
 from stgcma.config import ConfigError, load_preset
-from stgcma.heads import TPAVI, AVQAHead, AVSHead, TaskHead, build_head, decode_ave, sincos_positions
+from stgcma.heads import (
+    TPAVI,
+    AVQAHead,
+    AVSHead,
+    TaskHead,
+    build_head,
+    decode_ave,
+    layout_targets,
+    sincos_positions,
+)
 from stgcma.model import STGCMAModel, create_model
+from stgcma.train.tasks import layout_loss
 from tests.conftest import random_inputs
 
 TOYS = ["vit-test", "swin-test"]
@@ -419,3 +429,51 @@ def test_avqa_patch_readout_reads_single_patches_and_trains(name):
         aside = spiked.reshape(2, 4, 2, 3, 32).flip(3).reshape(2, 4, 6, 32)  # each patch moved to the mirrored column
         assert not torch.allclose(readout(q, aside, (2, 3))[:3], after[:3])
         assert type(readout)(32)(q, tokens, (2, 3)).abs().max() == 0
+
+
+def test_layout_targets_name_small_objects_and_leave_slivers_to_the_backdrop():
+    """A patch is the object class covering most of it when that covers >= 1/8 of it: a 4 x 4 object
+    in a 16-px patch (1/16) is backdrop, a 6 x 6 one (36/256) names its patch, and of two objects in
+    one patch the larger wins."""
+    class_map = torch.zeros(1, 1, 32, 32, dtype=torch.uint8)  # (B, T, S, S): a 2 x 2 grid of 16-px patches
+    class_map[0, 0, 0:4, 0:4] = 3  # top-left: a sliver
+    class_map[0, 0, 0:6, 16:22] = 5  # top-right: small but named
+    class_map[0, 0, 16:24, 0:8] = 2  # bottom-left: two objects, class 1 the larger
+    class_map[0, 0, 24:32, 0:6] = 7
+    target = layout_targets(class_map, (2, 2))
+    assert target.tolist() == [[[[0, 5], [2, 0]]]]
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_avqa_layout_readout_learns_class_maps_and_reads_columns(name):
+    """``head.avqa_layout_classes``: layout logits per patch, gradients from the layout loss reach the
+    head's token projection; the read-out's answer path follows the map's columns (mirroring the map
+    changes it, the row and segment order do not) and the audio, and a fresh read-out adds nothing."""
+    model = _model(name, "avqa", **{"head.avqa_layout_classes": 5}).train()
+    video, audio = random_inputs(model.config)
+    feats = model.forward_features(video, audio)
+    out = model.forward_head(feats, question=_question())
+    rows, cols = feats["grid_v"]
+    assert out["layout_logits"].shape == (2, model.config.preprocess.num_segments, 6, rows, cols)
+    class_map = torch.randint(0, 6, (2, model.config.preprocess.num_segments, 32, 32), dtype=torch.uint8)
+    layout_loss(out["layout_logits"], class_map).backward()
+    assert model.head.layout.classify.weight.grad.abs().sum() > 0
+    assert model.head.visual_proj[1].weight.grad.abs().sum() > 0  # the tokens learn to carry the layout
+    with pytest.raises(ValueError, match="avqa_layout_classes"):
+        layout_loss(out["layout_logits"], class_map + 6)
+
+    layout = model.head.layout.eval()
+    with torch.no_grad():
+        layout.out.weight.normal_()  # as if trained: a fresh read-out's output is zero
+        q, tokens, audio = torch.randn(2, 3, 32), torch.randn(2, 4, 6, 32), torch.randn(2, 4, 32)  # (B, Q, H), ...
+        before, logits = layout(q, tokens, audio, (2, 3))
+        assert before.shape == (6, 32) and logits.shape == (2, 4, 6, 2, 3)
+        torch.testing.assert_close(logits[:, :, :, 1, 2], layout.classify(tokens[:, :, 5]))  # patch 5: row 1, col 2
+        order = torch.randperm(4)
+        torch.testing.assert_close(layout(q, tokens[:, order], audio[:, order], (2, 3))[0], before)
+        below = tokens.reshape(2, 4, 2, 3, 32).flip(2).reshape(2, 4, 6, 32)  # each patch moved to the other row
+        torch.testing.assert_close(layout(q, below, audio, (2, 3))[0], before)
+        aside = tokens.reshape(2, 4, 2, 3, 32).flip(3).reshape(2, 4, 6, 32)  # mirrored columns
+        assert not torch.allclose(layout(q, aside, audio, (2, 3))[0], before)
+        assert not torch.allclose(layout(q, tokens, torch.randn(2, 4, 32), (2, 3))[0], before)  # and what is heard
+        assert type(layout)(32, 5)(q, tokens, audio, (2, 3))[0].abs().max() == 0

@@ -1,6 +1,7 @@
 """Head refit on cached encoder features: the encoder stays as it was, the head trains, the result is a checkpoint."""
 
 import csv
+import dataclasses
 
 import pytest
 import torch
@@ -177,3 +178,29 @@ def test_order_readout_starts_neutral_and_then_tells_early_from_late():
     torch.testing.assert_close(plain(*reversed_), plain(q, audio, visual))  # mean and max ignore the order
     torch.nn.init.normal_(ordered.order[1].weight)
     assert not torch.allclose(ordered(*reversed_), ordered(q, audio, visual), atol=1e-4)
+
+
+def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_class_maps_it_learns_from(tmp_path):
+    """``--set head.avqa_layout_classes=K``: the cache keeps SynthAV's class maps beside the questions,
+    the layout loss trains the new map, and validation reports how many object patches it names."""
+    source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=("avqa",)) / "avqa"
+    model, _ = load_model(source, overrides=["head.avqa_layout_classes=14"], fresh_prefix="head.")
+    from stgcma.data.spec import build_dataset
+
+    data = build_dataset("synthav:seed=0,n=4", "avqa", "train", model.config.preprocess)
+    cache = FeatureCache(model, data, "avqa", 2, torch.device("cpu"))
+    S = model.config.preprocess.image_size
+    assert cache.targets["class_map"].shape == (4, cache.frames, S, S)
+    assert cache.targets["class_map"].dtype == torch.uint8 and int(cache.targets["class_map"].max()) > 0
+    plain, _ = load_model(source)
+    assert "class_map" not in FeatureCache(plain, data, "avqa", 2, torch.device("cpu")).targets  # not read: not kept
+
+    cfg = RefitConfig(data="synthav:seed=0,n=8,questions=2", val_data="synthav:seed=1,n=4", out=str(tmp_path / "r"),
+                      epochs=2, batch_size=4, warmup_steps=1, head_overrides=["head.avqa_layout_classes=14"])
+    with pytest.raises(ConfigError, match="14 object classes, the head's layout map 8"):
+        refit_head(source, dataclasses.replace(cfg, head_overrides=["head.avqa_layout_classes=8"]), progress=False)
+    summary = refit_head(source, cfg, progress=False)
+    assert all(k.startswith("head.layout.") for k in summary["fresh"])
+    assert all(0.0 <= row["layout_object_accuracy"] <= 1.0 for row in summary["curve"])
+    after, _ = load_model(tmp_path / "r" / "best")
+    assert after.config.head.avqa_layout_classes == 14 and after.head.layout is not None

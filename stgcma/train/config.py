@@ -46,6 +46,7 @@ class TrainConfig:
     avg_from: int | None = None
     match_weight: float = 0.5
     avs_dice_weight: float = 0.0  # reference: BCE only; a soft-Dice term helps small models on small objects
+    layout_weight: float = 0.5  # AVQA with head.avqa_layout_classes: the per-patch class loss on SynthAV class maps
     max_steps_per_epoch: int | None = None
     num_workers: int = 0
     seed: int = 0

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from stgcma.checkpoint import atomic_write_bytes, load_model, save_checkpoint
 from stgcma.config import ConfigError
+from stgcma.heads import layout_targets
 from stgcma.ood import carry_world_stats
 from stgcma.train.tasks import Evaluator, move, task_inputs, task_loss
 
@@ -52,6 +53,7 @@ class RefitConfig:
     warmup_steps: int = 50
     match_weight: float = 0.5
     dice_weight: float = 0.0  # AVS: soft Dice beside the per-pixel BCE (the default's AVS recipe uses 1.0)
+    layout_weight: float = 0.5  # AVQA with head.avqa_layout_classes: the per-patch class loss on SynthAV class maps
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
@@ -81,7 +83,10 @@ class FeatureCache:
 
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task),
                             num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
-        video, audio, targets, qtypes = [], [], {k: [] for k in TARGET_KEYS[task]}, []
+        keys = list(TARGET_KEYS[task])
+        if getattr(model.head, "layout", None) is not None:
+            keys.append("class_map")  # the AVQA layout map's supervision (SynthAV): uint8 (T, S, S) a clip
+        video, audio, targets, qtypes = [], [], {k: [] for k in keys}, []
         taps: list[list[torch.Tensor]] = []  # per tapped block, (B, T, Nv, D) video tokens (AVS decoder)
         last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
         unused = tapped.index(last) if last in tapped else -1  # the AVS decoder's last tap: not stored
@@ -101,7 +106,8 @@ class FeatureCache:
                 if frames_in is not None:  # the AVS detail branch reads the input frames: (B, T, 3, S, S)
                     frames_in.append(feats["frames_in"].reshape(B, T, *feats["frames_in"].shape[1:]).half().cpu())
                 for k in targets:
-                    targets[k].append(batch[k])
+                    if k in batch:
+                        targets[k].append(batch[k])
                 qtypes += batch.get("qtype", [])
         self.task, self.frames = task, T
         self.grid_v, self.grid_a = feats["grid_v"], feats["grid_a"]
@@ -109,7 +115,7 @@ class FeatureCache:
         self.video, self.audio = torch.cat(video), torch.cat(audio)
         self.taps = [torch.cat(chunks) if chunks else None for chunks in taps]
         self.frames_in = None if frames_in is None else torch.cat(frames_in)
-        self.targets = {k: torch.cat(v) for k, v in targets.items()}
+        self.targets = {k: torch.cat(v) for k, v in targets.items() if v}
         if "mask" in self.targets:  # AVS masks in half precision: (N, T, S, S)
             self.targets["mask"] = self.targets["mask"].half()
         self.qtypes = qtypes
@@ -137,12 +143,22 @@ class FeatureCache:
 def _evaluate(model: torch.nn.Module, cache: FeatureCache, device: torch.device, batch_size: int) -> dict[str, float]:
     model.eval()
     evaluator = Evaluator(cache.task, ave_decode=model.config.head.ave_decode)
+    hits = torch.zeros(2)  # layout map: object patches named right, object patches
     with torch.no_grad():
         for start in range(0, len(cache), batch_size):
             feats, batch = cache.batch(torch.arange(start, min(start + batch_size, len(cache))), device)
             out = model.forward_head(feats, **task_inputs(cache.task, batch))
-            evaluator.update(out["logits"], batch, task_loss(cache.task, out, batch, match_weight=0.0))
-    return evaluator.compute()
+            loss = task_loss(cache.task, out, batch, match_weight=0.0, layout_weight=0.0)
+            evaluator.update(out["logits"], batch, loss)
+            if "layout_logits" in out and "class_map" in batch:
+                grid = tuple(out["layout_logits"].shape[-2:])
+                target = layout_targets(batch["class_map"], grid)  # (B, T, rows, cols)
+                named = out["layout_logits"].argmax(2)  # (B, T, rows, cols)
+                hits += torch.tensor([float(((named == target) & (target > 0)).sum()), float((target > 0).sum())])
+    metrics = evaluator.compute()
+    if hits[1]:
+        metrics["layout_object_accuracy"] = float(hits[0] / hits[1])
+    return metrics
 
 
 def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> dict[str, Any]:
@@ -164,6 +180,11 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
     val_set = build_dataset(cfg.val_data or cfg.data, task, "val", preprocess, **extra)
     if task == "avqa" and list(train_set.answer_vocab) != list(meta["answer_vocab"]):
         raise ConfigError(f"{cfg.data} answers in another vocabulary than {source}; refit needs the same answers")
+    layout = getattr(model.head, "layout", None)
+    world_classes = getattr(getattr(train_set, "config", None), "num_classes", None)
+    if layout is not None and world_classes is not None and world_classes != layout.classes:
+        raise ConfigError(f"{cfg.data} has {world_classes} object classes, the head's layout map "
+                          f"{layout.classes} (head.avqa_layout_classes)")
     start = time.time()
     train = FeatureCache(model, train_set, task, 8, device, cfg.num_workers, progress)
     val = FeatureCache(model, val_set, task, 8, device, cfg.num_workers, progress)
@@ -195,7 +216,7 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
         for s in range(steps_per_epoch):
             feats, batch = train.batch(order[s * cfg.batch_size:(s + 1) * cfg.batch_size], device)
             out_ = model.forward_head(feats, **task_inputs(task, batch))
-            loss = task_loss(task, out_, batch, cfg.match_weight, cfg.dice_weight)
+            loss = task_loss(task, out_, batch, cfg.match_weight, cfg.dice_weight, cfg.layout_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -145,7 +145,7 @@ def evaluate(model: STGCMAModel, dataset: Any, task: str, batch_size: int = 2, d
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task),
                         num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
     evaluator = Evaluator(task, ave_decode=model.config.head.ave_decode)
-    loss_fn = TaskLoss(model, task, match_weight=0.0)
+    loss_fn = TaskLoss(model, task, match_weight=0.0, layout_weight=0.0)
     for batch in tqdm(loader, desc="eval", disable=not progress, leave=False):
         batch = move(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -253,7 +253,7 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
             optimizer, lambda step: cosine_with_warmup(step, warmup, total_steps, cfg.min_lr_ratio))
         amp_dtype = _amp_dtype(cfg, device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        loss_module = TaskLoss(model, cfg.task, cfg.match_weight, cfg.avs_dice_weight)
+        loss_module = TaskLoss(model, cfg.task, cfg.match_weight, cfg.avs_dice_weight, cfg.layout_weight)
         train_module = loss_module
         if distributed:
             train_module = torch.nn.parallel.DistributedDataParallel(

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stgcma.heads import AVQAHead, decode_ave
+from stgcma.heads import AVQAHead, decode_ave, layout_targets
 from stgcma.metrics import AVQAAccuracy, AVSMetrics, ave_breakdown
 
 SELECT_KEY = {"ave": "accuracy", "avs": "miou", "avqa": "accuracy"}
@@ -39,8 +39,26 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     return ((1 - dice) * weights).sum() / weights.sum().clamp_min(1)
 
 
+LAYOUT_BACKGROUND_WEIGHT = 0.2  # background patches are most of a frame; at full weight "all backdrop" wins
+
+
+def layout_loss(layout_logits: torch.Tensor, class_map: torch.Tensor) -> torch.Tensor:
+    """Per-patch class cross-entropy of the AVQA layout map against pixel class maps.
+
+    layout_logits (B, T, K+1, rows, cols), class_map (B, T, S, S) (0 backdrop, 1 + k class k).
+    """
+    K1 = layout_logits.shape[2]
+    if int(class_map.max()) >= K1:
+        raise ValueError(f"the class maps name class {int(class_map.max()) - 1}, but the layout map has "
+                         f"{K1 - 1} classes (head.avqa_layout_classes)")
+    target = layout_targets(class_map, tuple(layout_logits.shape[-2:]))  # (B, T, rows, cols)
+    weight = layout_logits.new_ones(K1, dtype=torch.float32)
+    weight[0] = LAYOUT_BACKGROUND_WEIGHT
+    return F.cross_entropy(layout_logits.flatten(0, 1).float(), target.flatten(0, 1), weight=weight)
+
+
 def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, Any], match_weight: float = 0.5,
-              dice_weight: float = 0.0) -> torch.Tensor:
+              dice_weight: float = 0.0, layout_weight: float = 0.5) -> torch.Tensor:
     """The training loss of one task from the model's (or head's) outputs and the batch's targets."""
     logits = out["logits"]
     if task == "ave":
@@ -56,22 +74,27 @@ def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, Any], ma
     loss = F.cross_entropy(logits.flatten(0, -2).float(), batch["answer"].flatten())  # Q per clip or one
     if match_weight and "match_neg_logits" in out:
         loss = loss + match_weight * AVQAHead.matching_loss(out["match_logits"], out["match_neg_logits"])
+    if layout_weight and "layout_logits" in out and "class_map" in batch:
+        loss = loss + layout_weight * layout_loss(out["layout_logits"], batch["class_map"])
     return loss
 
 
 class TaskLoss(nn.Module):
     """``forward(batch) -> (loss, logits)`` for one task; wrap THIS in DDP."""
 
-    def __init__(self, model: nn.Module, task: str, match_weight: float = 0.5, dice_weight: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, task: str, match_weight: float = 0.5, dice_weight: float = 0.0,
+                 layout_weight: float = 0.5) -> None:
         super().__init__()
         self.model = model
         self.task = task
         self.match_weight = match_weight
         self.dice_weight = dice_weight
+        self.layout_weight = layout_weight
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(batch["video"], batch["audio"], **task_inputs(self.task, batch))
-        return task_loss(self.task, out, batch, self.match_weight, self.dice_weight), out["logits"]
+        loss = task_loss(self.task, out, batch, self.match_weight, self.dice_weight, self.layout_weight)
+        return loss, out["logits"]
 
 
 class Evaluator:
