@@ -19,10 +19,10 @@
    other tasks' entries).
 
 Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes
-on this project's 2-core CPU (77 minutes measured before the AVS detail branch, which makes the AVS
-refit's head steps 1.8x as long, the AVE counting head, 2.5x, the AVQA column tokens, 1.25x, and the
-AVQA per-patch read-out, 1.13x more, paid for by one AVQA refit epoch fewer (7, not 8): about 90
-estimated, not re-measured); ``cpu-long`` has the larger joint AVS training and refits that the shipped
+on this project's 2-core CPU. Run whole on 2026-12-06 it took 94 minutes, so its AVE refit now
+encodes 4000 clips (was 4500) and its AVS refit 1500 (was 2000), about 6 minutes less by that run's
+stage times, and the AVQA refit adds the layout map (about a minute more): about 89 minutes,
+estimated, not re-run whole); ``cpu-long`` has the larger joint AVS training and refits that the shipped
 heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs, which the shipped
 decoder then repeated with the detail branch on new clips; AVQA refit 3000 clips x 14 epochs, which the
 shipped head then repeated with the column tokens, then the per-patch read-out, on new clips: about two
@@ -106,18 +106,19 @@ class DefaultRecipe:
     tasks: dict[str, TaskRecipe] = field(default_factory=lambda: {
         "ave": TaskRecipe(320, 100, 8, 8, 2e-3, ["head.ave_audio=tokens", "head.ave_decode=clip"],
                           train={"min_lr_ratio": 0.05},
-                          refit=RefitRecipe(4500, 30, n_val=500, head_overrides=["head.ave_count=true"])),
+                          refit=RefitRecipe(4000, 30, n_val=500, head_overrides=["head.ave_count=true"])),
         "avs": TaskRecipe(240, 100, 16, 8, 1e-3, ["preprocess.num_segments=5", "head.avs_channels=32",
                                                  "head.avs_match=true"], "mode=s4",
                           {"avs_dice_weight": 1.0, "min_lr_ratio": 0.05},
-                          refit=RefitRecipe(2000, 4, lr=1e-3, n_val=300, head_overrides=["head.avs_detail=true"])),
+                          refit=RefitRecipe(1500, 4, lr=1e-3, n_val=300, head_overrides=["head.avs_detail=true"])),
         "avqa": TaskRecipe(400, 100, 8, 8, 1e-3, ["head.hidden=256", "head.avqa_embed=128"],
                            train={"min_lr_ratio": 0.05}, questions=8,
                            refit=RefitRecipe(2000, 7, questions=16, n_val=300, val_questions=16,
                                              head_overrides=["head.avqa_readout=true",
                                                              "head.avqa_readout_order=true",
                                                              "head.avqa_columns=true",
-                                                             "head.avqa_patch_readout=true"])),
+                                                             "head.avqa_patch_readout=true",
+                                                             "head.avqa_layout_classes=14"])),
     })
 
     @classmethod
