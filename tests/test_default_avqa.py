@@ -3,9 +3,9 @@
 On fresh SynthAV Music test clips: giving each clip another clip's frames changes many answers to
 visual questions, giving it another clip's soundtrack changes many answers to audio questions, and
 playing the clip backwards (both streams, segment order reversed) changes many answers to temporal
-questions. Mirroring the frames left to right should turn many "left" answers into "right" and back
-(not yet: a known failure). A head that read only the question, pooled the segments without knowing
-their order, or pooled the frame without knowing where things stand would change none."""
+questions. Mirroring the frames left to right turns many "left" answers into "right" and back (since
+the layout map of 2026-12-06). A head that read only the question, pooled the segments without
+knowing their order, or pooled the frame without knowing where things stand would change none."""
 
 import pytest
 import torch
@@ -70,9 +70,6 @@ def test_reversed_segment_order_changes_answers_to_temporal_questions(model_and_
     assert _share_changed(own, backwards, batch["qtype"], "Audio-Visual/Temporal") > 0.2
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: the default's answers to where-questions are near chance "
-                   "(34-61% by template and number of objects) and 71% of them stay the same on mirrored frames "
-                   "(18% take the other side)")
 def test_mirrored_frames_mirror_the_answers_to_where_questions(model_and_batch):
     """Where the model answers "left" or "right", the mirrored clip (the soundtrack is mono, so it still
     fits) gets the other side in many answers; a head blind to the layout gives the same side."""
