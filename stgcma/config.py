@@ -143,6 +143,14 @@ class HeadConfig:
     # (train.layout_weight), that the question reads: where the named object stands, which class stands
     # where (heads.LayoutReadout); 0: off (real datasets carry no class maps)
     avqa_layout_classes: int = 0
+    # AVQA with a layout map: L > 0 also hears, per segment, how loud each of the K classes sounds (silent
+    # or one of L levels), supervised by SynthAV's sources (item ``sound_level``, L = 3), and reads each
+    # class's loudness and duration with the question: "is the object on the left louder than the object
+    # on the right?", "where is the loudest object?" (heads.LayoutReadout); 0: off
+    avqa_sound_levels: int = 0
+    # AVQA with heard loudness: read the layout map as MUSIC-AVQA's sides (a side is a rank among the
+    # objects) and compare the sides' loudness and duration (heads.LayoutReadout.side_slots)
+    avqa_side_slots: bool = False
 
 
 @dataclass

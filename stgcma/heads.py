@@ -667,15 +667,20 @@ class PatchReadout(nn.Module):
         return self.out(found + self.place(places) * self.gate(q.flatten(0, 1)))  # (B*Q, H)
 
 
-def layout_targets(class_map: torch.Tensor, grid: tuple[int, int], min_share: float = 0.125) -> torch.Tensor:
+def layout_targets(class_map: torch.Tensor, grid: tuple[int, int], classes: int | None = None,
+                   min_share: float = 0.125) -> torch.Tensor:
     """Per-patch class targets from pixel class maps (0 backdrop, 1 + k class k).
 
     A patch is the object class that covers most of it when that class covers at least ``min_share``
     of its pixels, else background: SynthAV's instruments cover one or two 16-px patches, and a
-    majority vote would hand most of them to the backdrop.
+    majority vote would hand most of them to the backdrop. ``classes``: the layout map's K; a map that
+    names a class beyond it is refused.
 
     class_map (B, T, S, S) integer -> (B, T, rows, cols) long.
     """
+    if classes is not None and class_map.numel() and int(class_map.max()) > classes:
+        raise ValueError(f"the class maps name class {int(class_map.max()) - 1}, but the layout map has "
+                         f"{classes} classes (head.avqa_layout_classes)")
     B, T = class_map.shape[:2]
     classes = int(class_map.max()) + 1 if class_map.numel() else 1
     one_hot = F.one_hot(class_map.long().flatten(0, 1), max(classes, 2)).permute(0, 3, 1, 2).float()  # (B*T, K+1, S, S)
@@ -710,11 +715,34 @@ class LayoutReadout(nn.Module):
 
     Both reach the fused vector through ``out``, zero-initialised: a trained head keeps its answers
     until the new weights learn.
+
+    With ``levels=L`` the loudness is supervised too: ``hear`` names, per segment and class, silence or
+    one of L loudness levels (``sound_logits`` (B, T, K, L+1), trained against SynthAV's ``sound_level``).
+    The answer alone taught the unsupervised heard numbers little: AV comparative ("is the object on the
+    left louder...?") stayed 3 points above its floor, while a probe trained on the levels from the same
+    audio vectors ranks two sounding objects' loudness right 92% of the time. Each class's duration (the
+    mean sounding probability) and loudness (its expected level while sounding) then join the pointer
+    (``sound_query``, zero-initialised) and the per-class features (``per_class_sound``, whose last layer
+    is zero-initialised), so a head refitted with them starts from its previous answers.
+
+    With ``sides=True`` (needs ``levels``) the map is also read as MUSIC-AVQA's sides, explicitly
+    (``side_slots``): a side is a rank among the objects (one object: middle; two: left, right;
+    three: left, middle, right), which per-class features cannot see. Each class's presence
+    (max over columns), mean column and soft rank among the present classes give its weight on each
+    side; the sides' loudness, duration and occupancy, read by two question pointers over the sides
+    (the first and the second side a question names) and as a whole, feed a zero-initialised path:
+    "is the object on the left louder than the object on the right?", "where is the loudest object?".
+    A training-free probe of this reading on the heard-loudness head's map and levels ranked AV
+    comparative's pairs right 68% of the time (79% when the object count was given), against 54%
+    for the head without it.
     """
 
-    def __init__(self, hidden: int, classes: int, width: int = 64, bins: int = 8, heard: int = 4) -> None:
+    def __init__(self, hidden: int, classes: int, width: int = 64, bins: int = 8, heard: int = 4,
+                 levels: int = 0, sides: bool = False) -> None:
         super().__init__()
-        self.classes, self.bins, self.heard_dim = classes, bins, heard
+        if sides and not levels:
+            raise ValueError("side slots read the heard loudness: set levels too")
+        self.classes, self.bins, self.heard_dim, self.levels, self.sides = classes, bins, heard, levels, sides
         self.classify = nn.Linear(hidden, classes + 1)
         self.heard = nn.Sequential(nn.LayerNorm(2 * hidden), nn.Linear(2 * hidden, classes * heard))
         self.lookup = nn.Linear(hidden, classes)
@@ -727,11 +755,65 @@ class LayoutReadout(nn.Module):
         self.out = nn.Linear(hidden, hidden)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if levels:
+            self.hear = nn.Linear(hidden, classes * (levels + 1))
+            self.sound_query = nn.Linear(hidden, 2)
+            self.per_class_sound = nn.Sequential(nn.Linear(3 * bins + 2, width), nn.ReLU(), nn.Linear(width, width))
+            for layer in (self.sound_query, self.per_class_sound[-1]):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        if sides:
+            self.side_pointers = nn.Linear(hidden, 2 * 3)  # the first and the second side a question names
+            self.side_read = nn.Sequential(nn.Linear(3 * 3 + 9, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+            self.side_gate = nn.Linear(hidden, hidden)
+            self.presence = nn.Parameter(torch.tensor([10.0, 0.5]))  # sharpness and threshold of "present"
+            nn.init.zeros_(self.side_read[-1].weight)
+            nn.init.zeros_(self.side_read[-1].bias)
+
+    def side_slots(self, m: torch.Tensor, sound: torch.Tensor, sharpness: float = 20.0) -> torch.Tensor:
+        """Class-by-place map m (B, K, P) in [0, 1] and per-class [duration, loudness] (B, K, 2) -> per
+        side (left, middle, right) [occupancy, duration, loudness] (B, 3, 3).
+
+        A class's weight on a side is its presence (its peak on the map past a learnt threshold) times
+        how well its soft rank among the present classes (how many stand left of it) and the soft
+        object count fit that side.
+        """
+        P = m.shape[-1]
+        presence = torch.sigmoid(self.presence[0] * (m.amax(-1) - self.presence[1]))  # (B, K)
+        place = torch.linspace(0, 1, P, device=m.device, dtype=m.dtype)
+        x = (m * place).sum(-1) / m.sum(-1).clamp_min(1e-3)  # (B, K): mean place
+        left_of = torch.sigmoid(sharpness * (x[:, :, None] - x[:, None, :]))  # (B, K, K): j stands left of k
+        left_of = left_of * (1 - torch.eye(m.shape[1], device=m.device, dtype=m.dtype))
+        rank = (left_of * presence[:, None, :]).sum(-1)  # (B, K)
+        count = presence.sum(-1, keepdim=True)  # (B, 1)
+        counts = torch.arange(1, 4, device=m.device, dtype=m.dtype)
+        fits = torch.softmax(-((count - counts) ** 2) / 0.1, dim=-1)  # (B, 3): one, two or three objects
+        at = [(1 - (rank - j).abs()).clamp_min(0) for j in range(3)]  # (B, K) each: rank is j
+        one, two, three = (fits[:, c, None] for c in range(3))
+        weight = torch.stack([two * at[0] + three * at[0],  # left
+                              one * at[0] + three * at[1],  # middle
+                              two * at[1] + three * at[2]], dim=1) * presence[:, None]  # (B, 3, K)
+        occupancy = weight.sum(-1, keepdim=True)  # (B, 3, 1)
+        heard = torch.einsum("bsk,bkf->bsf", weight, sound) / occupancy.clamp_min(1e-3)  # (B, 3, 2)
+        return torch.cat([occupancy.clamp_max(1), heard], dim=-1)  # (B, 3, 3)
+
+    def heard_sound(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio vectors (B, T, H) -> (sound logits (B, T, K, L+1), per class [duration, loudness] (B, K, 2)
+        in [0, 1])."""
+        B, T = audio.shape[:2]
+        logits = self.hear(audio).reshape(B, T, self.classes, self.levels + 1)  # (B, T, K, L+1)
+        p = logits.softmax(-1)
+        on = 1 - p[..., 0]  # (B, T, K): sounding
+        scale = torch.arange(1, self.levels + 1, device=audio.device, dtype=p.dtype) / self.levels
+        level = (p[..., 1:] * scale).sum(-1) / on.clamp_min(1e-3)  # (B, T, K): expected level while sounding
+        loudness = (level * on).sum(1) / on.sum(1).clamp_min(1e-3)  # (B, K)
+        return logits, torch.stack([on.mean(1), loudness], dim=-1)  # (B, K, 2)
 
     def forward(self, q: torch.Tensor, tokens: torch.Tensor, audio: torch.Tensor, grid: tuple[int, int]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """q (B, Q, H), position-coded tokens (B, T, rows*cols, H), audio vectors (B, T, H) -> (the fused
-        vector's addend (B*Q, H), layout logits (B, T, K+1, rows, cols))."""
+        vector's addend (B*Q, H), layout logits (B, T, K+1, rows, cols), sound logits (B, T, K, L+1) or
+        None without ``levels``)."""
         B, Q, _ = q.shape
         T, (rows, cols), K = tokens.shape[1], grid, self.classes
         logits = self.classify(tokens)  # (B, T, N, K+1)
@@ -742,16 +824,32 @@ class LayoutReadout(nn.Module):
         seen = m.amax(dim=2).sum(dim=1, keepdim=True) / K  # (B, 1)
         heard = self.heard(torch.cat([audio.mean(1), audio.amax(1)], dim=-1)).reshape(B, K, self.heard_dim)
         pointer = self.lookup(q) + torch.einsum("bqd,bkd->bqk", self.loudness(q), heard)  # (B, Q, K)
+        sound_logits = None
+        if self.levels:
+            sound_logits, sound = self.heard_sound(audio)  # (B, T, K, L+1), (B, K, 2)
+            pointer = pointer + torch.einsum("bqd,bkd->bqk", self.sound_query(q), sound)
         named = torch.einsum("bqk,bkp->bqp", pointer.softmax(-1), m)  # (B, Q, bins)
         named = named / named.sum(-1, keepdim=True).clamp_min(1e-3)
         occ = (occupied / occupied.sum(-1, keepdim=True).clamp_min(1e-3))[:, None].expand(-1, Q, -1)  # (B, Q, bins)
         side = self.side(torch.cat([named, occ, seen[:, None].expand(-1, Q, -1)], dim=-1)) * self.gate(q)
         own = torch.cat([m, heard], dim=-1)[:, None].expand(-1, Q, -1, -1)  # (B, Q, K, bins + heard)
         context = torch.cat([named, occ], dim=-1)[:, :, None].expand(-1, -1, K, -1)  # (B, Q, K, 2*bins)
-        per_class = self.per_class(torch.cat([own, context], dim=-1)) * self.query(q)[:, :, None]  # (B, Q, K, W)
-        addend = self.out(side + self.scores(per_class.sum(2)))  # (B, Q, H)
+        per_class = self.per_class(torch.cat([own, context], dim=-1))  # (B, Q, K, W)
+        if self.levels:
+            own_sound = torch.cat([m, sound], dim=-1)[:, None].expand(-1, Q, -1, -1)  # (B, Q, K, bins + 2)
+            per_class = per_class + self.per_class_sound(torch.cat([own_sound, context], dim=-1))
+        per_class = per_class * self.query(q)[:, :, None]  # (B, Q, K, W)
+        addend = side + self.scores(per_class.sum(2))  # (B, Q, H)
+        if self.sides:
+            slots = self.side_slots(m, sound)  # (B, 3, 3)
+            first, second = self.side_pointers(q).reshape(B, Q, 2, 3).softmax(-1).unbind(2)  # (B, Q, 3) each
+            named = [torch.einsum("bqs,bsf->bqf", p, slots) for p in (first, second)]  # (B, Q, 3) each
+            whole = slots.flatten(1)[:, None].expand(-1, Q, -1)  # (B, Q, 9)
+            read = self.side_read(torch.cat([named[0], named[1], named[0] - named[1], whole], dim=-1))
+            addend = addend + read * self.side_gate(q)
+        addend = self.out(addend)  # (B, Q, H)
         layout = logits.permute(0, 1, 3, 2).reshape(B, T, K + 1, rows, cols)
-        return addend.flatten(0, 1), layout
+        return addend.flatten(0, 1), layout, sound_logits
 
 
 class AVQAHead(TaskHead):
@@ -786,7 +884,8 @@ class AVQAHead(TaskHead):
     ``layout_classes=K`` a ``LayoutReadout`` names every patch's class (``layout_logits``
     (B, T, K+1, rows, cols), trained against SynthAV's class maps through ``layout_targets``) and
     reads that class-by-column map with the question: where the named object stands, and which class
-    stands where.
+    stands where; with ``sound_levels=L`` it also hears how loud each class sounds per segment
+    (``sound_logits`` (B, T, K, L+1), trained against SynthAV's ``sound_level``).
 
     ``forward(feats, encoder, question=(B, L) LongTensor)`` returns ``logits`` (B, answers),
     ``match_logits`` (B*T, 2) for the clip's own audio-visual pairs and, when B > 1,
@@ -803,7 +902,8 @@ class AVQAHead(TaskHead):
 
     def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4,
                  layers: int = 2, dropout: float = 0.1, readout: bool = False, readout_order: bool = False,
-                 columns: bool = False, patch_readout: bool = False, layout_classes: int = 0) -> None:
+                 columns: bool = False, patch_readout: bool = False, layout_classes: int = 0,
+                 sound_levels: int = 0, side_slots: bool = False) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, hidden)
@@ -831,7 +931,8 @@ class AVQAHead(TaskHead):
         self.readout = QuestionReadout(hidden, order=readout_order) if readout else None
         self.columns = ColumnTokens(hidden, heads) if columns else None
         self.patch_readout = PatchReadout(hidden) if patch_readout else None
-        self.layout = LayoutReadout(hidden, layout_classes) if layout_classes > 0 else None
+        self.layout = (LayoutReadout(hidden, layout_classes, levels=sound_levels, sides=side_slots)
+                       if layout_classes > 0 else None)
 
     def segment_inputs(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio vectors (B, T, H) and position-coded visual patch tokens (B, T, N, H)."""
@@ -907,7 +1008,9 @@ class AVQAHead(TaskHead):
         if self.patch_readout is not None:
             fused = fused + self.patch_readout(q, tokens, feats["grid_v"])
         if self.layout is not None:
-            placed, out["layout_logits"] = self.layout(q, tokens, audio, feats["grid_v"])
+            placed, out["layout_logits"], sound_logits = self.layout(q, tokens, audio, feats["grid_v"])
+            if sound_logits is not None:
+                out["sound_logits"] = sound_logits  # (B, T, K, L+1)
             fused = fused + placed
         gated = self.fused_norm(fused) * self.question_norm(q_flat)  # (B*Q, H), both factors O(1)
         logits = self.classifier(torch.tanh(gated)).unflatten(0, (B, Q))  # (B, Q, answers)
@@ -927,7 +1030,14 @@ def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
     if h.task == "avqa":
         if h.hidden % 4:
             raise ConfigError(f"head.hidden must be divisible by the AVQA head's 4 attention heads; got {h.hidden}")
+        if h.avqa_sound_levels and h.avqa_layout_classes <= 0:
+            raise ConfigError("head.avqa_sound_levels hears each class of the layout map: set "
+                              "head.avqa_layout_classes too")
+        if h.avqa_side_slots and not h.avqa_sound_levels:
+            raise ConfigError("head.avqa_side_slots reads the heard loudness at each side: set "
+                              "head.avqa_sound_levels (and head.avqa_layout_classes) too")
         return AVQAHead(encoder.embed_dim, h.hidden, h.avqa_answers, h.avqa_vocab_size, h.avqa_embed,
                         readout=h.avqa_readout, readout_order=h.avqa_readout_order, columns=h.avqa_columns,
-                        patch_readout=h.avqa_patch_readout, layout_classes=h.avqa_layout_classes)
+                        patch_readout=h.avqa_patch_readout, layout_classes=h.avqa_layout_classes,
+                        sound_levels=h.avqa_sound_levels, side_slots=h.avqa_side_slots)
     raise ConfigError(f"unknown task {h.task!r}; expected one of {', '.join(TASKS)}")

@@ -10,6 +10,7 @@ from stgcma.heads import (
     TPAVI,
     AVQAHead,
     AVSHead,
+    LayoutReadout,
     TaskHead,
     build_head,
     decode_ave,
@@ -17,7 +18,7 @@ from stgcma.heads import (
     sincos_positions,
 )
 from stgcma.model import STGCMAModel, create_model
-from stgcma.train.tasks import layout_loss
+from stgcma.train.tasks import layout_loss, sound_loss
 from tests.conftest import random_inputs
 
 TOYS = ["vit-test", "swin-test"]
@@ -431,6 +432,79 @@ def test_avqa_patch_readout_reads_single_patches_and_trains(name):
         assert type(readout)(32)(q, tokens, (2, 3)).abs().max() == 0
 
 
+def test_avqa_layout_map_hears_how_loud_each_class_sounds():
+    """``head.avqa_sound_levels``: per segment and class, silence or one of L loudness levels, trained by
+    ``sound_loss`` through the head's audio vectors; each class's duration and loudness follow the heard
+    levels; the new paths start at zero, so a refitted head keeps its answers until they learn."""
+    with pytest.raises(ConfigError, match="avqa_layout_classes"):
+        _model("vit-test", "avqa", **{"head.avqa_sound_levels": 3})
+    model = _model("vit-test", "avqa", **{"head.avqa_layout_classes": 5, "head.avqa_sound_levels": 3}).train()
+    video, audio = random_inputs(model.config)
+    out = model(video, audio, question=_question())
+    T = model.config.preprocess.num_segments
+    assert out["sound_logits"].shape == (2, T, 5, 4)
+    level = torch.randint(0, 4, (2, T, 5), dtype=torch.uint8)
+    sound_loss(out["sound_logits"], level).backward()
+    assert model.head.layout.hear.weight.grad.abs().sum() > 0
+    assert model.head.audio_mlp[1].weight.grad.abs().sum() > 0  # the audio vectors learn to carry loudness
+    with pytest.raises(ValueError, match="avqa_sound_levels"):
+        sound_loss(out["sound_logits"], level + 4)
+
+    plain, hearing = LayoutReadout(32, 5).eval(), LayoutReadout(32, 5, levels=3).eval()
+    with torch.no_grad():
+        plain.out.weight.normal_()  # as if trained
+        missing, _ = hearing.load_state_dict(plain.state_dict(), strict=False)
+        assert all(k.startswith(("hear.", "sound_query.", "per_class_sound.")) for k in missing)
+        q, tokens, audio = torch.randn(2, 3, 32), torch.randn(2, 4, 6, 32), torch.randn(2, 4, 32)
+        torch.testing.assert_close(hearing(q, tokens, audio, (2, 3))[0], plain(q, tokens, audio, (2, 3))[0])
+        hearing.hear.weight.zero_()
+        bias = torch.full((5, 4), -20.0)
+        bias[:, 0] = 20.0  # silent...
+        bias[1] = torch.tensor([-20.0, -20.0, -20.0, 20.0])  # ...but class 1 at the loudest level
+        bias[2] = torch.tensor([-20.0, 20.0, -20.0, -20.0])  # and class 2 at the quietest
+        hearing.hear.bias.copy_(bias.flatten())
+        _, heard = hearing.heard_sound(audio)  # (B, K, [duration, loudness])
+        torch.testing.assert_close(heard[0, :, 0], torch.tensor([0.0, 1.0, 1.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(heard[0, 1:3, 1], torch.tensor([1.0, 1 / 3]), atol=1e-4, rtol=0)
+        hearing.per_class_sound[-1].weight.normal_()  # as if trained: the heard levels now reach the answer
+        assert not torch.allclose(hearing(q, tokens, audio, (2, 3))[0], plain(q, tokens, audio, (2, 3))[0])
+
+
+def test_side_slots_read_the_layout_map_as_ranks_among_the_objects():
+    """``head.avqa_side_slots``: a side is a rank among the objects (one object: middle; two: left and
+    right; three: left, middle, right), each side carrying its object's loudness and duration; the path
+    starts at zero and needs the heard loudness."""
+    with pytest.raises(ConfigError, match="avqa_sound_levels"):
+        _model("vit-test", "avqa", **{"head.avqa_layout_classes": 5, "head.avqa_side_slots": True})
+    layout = LayoutReadout(32, 5, levels=3, sides=True).eval()
+    sound = torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8], [0.9, 1.0]])[None]  # (1, K, 2)
+
+    def slots(places: dict[int, int]) -> torch.Tensor:
+        m = torch.zeros(1, 5, 8)  # (B, K, places)
+        for k, place in places.items():
+            m[0, k, place] = 1.0
+        with torch.no_grad():
+            return layout.side_slots(m, sound)[0]  # (3 sides, [occupancy, duration, loudness])
+
+    one, two, three = slots({2: 4}), slots({3: 6, 1: 1}), slots({4: 0, 0: 3, 2: 7})
+    torch.testing.assert_close(one[:, 0], torch.tensor([0.0, 1.0, 0.0]), atol=0.02, rtol=0)
+    torch.testing.assert_close(one[1, 1:], sound[0, 2], atol=0.02, rtol=0)
+    torch.testing.assert_close(two[:, 0], torch.tensor([1.0, 0.0, 1.0]), atol=0.02, rtol=0)
+    torch.testing.assert_close(two[[0, 2], 1:], sound[0, [1, 3]], atol=0.02, rtol=0)  # left: class 1, right: class 3
+    torch.testing.assert_close(three[:, 0], torch.ones(3), atol=0.02, rtol=0)
+    torch.testing.assert_close(three[:, 1:], sound[0, [4, 0, 2]], atol=0.02, rtol=0)
+    q, tokens, audio = torch.randn(2, 3, 32), torch.randn(2, 4, 6, 32), torch.randn(2, 4, 32)
+    with torch.no_grad():
+        layout.out.weight.normal_()
+        before = layout(q, tokens, audio, (2, 3))[0]
+        layout.side_read[-1].weight.normal_()  # as if trained: the sides now reach the answer
+        assert not torch.allclose(layout(q, tokens, audio, (2, 3))[0], before)
+        layout.side_read[-1].weight.zero_()
+        hearing = LayoutReadout(32, 5, levels=3)
+        hearing.load_state_dict({k: v for k, v in layout.state_dict().items() if hasattr(hearing, k.split(".")[0])})
+        torch.testing.assert_close(hearing.eval()(q, tokens, audio, (2, 3))[0], before)  # fresh sides add zero
+
+
 def test_layout_targets_name_small_objects_and_leave_slivers_to_the_backdrop():
     """A patch is the object class covering most of it when that covers >= 1/8 of it: a 4 x 4 object
     in a 16-px patch (1/16) is backdrop, a 6 x 6 one (36/256) names its patch, and of two objects in
@@ -456,18 +530,18 @@ def test_avqa_layout_readout_learns_class_maps_and_reads_columns(name):
     rows, cols = feats["grid_v"]
     assert out["layout_logits"].shape == (2, model.config.preprocess.num_segments, 6, rows, cols)
     class_map = torch.randint(0, 6, (2, model.config.preprocess.num_segments, 32, 32), dtype=torch.uint8)
-    layout_loss(out["layout_logits"], class_map).backward()
+    layout_loss(out["layout_logits"], layout_targets(class_map, (rows, cols), classes=5)).backward()
     assert model.head.layout.classify.weight.grad.abs().sum() > 0
     assert model.head.visual_proj[1].weight.grad.abs().sum() > 0  # the tokens learn to carry the layout
     with pytest.raises(ValueError, match="avqa_layout_classes"):
-        layout_loss(out["layout_logits"], class_map + 6)
+        layout_targets(class_map + 6, (rows, cols), classes=5)
 
     layout = model.head.layout.eval()
     with torch.no_grad():
         layout.out.weight.normal_()  # as if trained: a fresh read-out's output is zero
         q, tokens, audio = torch.randn(2, 3, 32), torch.randn(2, 4, 6, 32), torch.randn(2, 4, 32)  # (B, Q, H), ...
-        before, logits = layout(q, tokens, audio, (2, 3))
-        assert before.shape == (6, 32) and logits.shape == (2, 4, 6, 2, 3)
+        before, logits, sound = layout(q, tokens, audio, (2, 3))
+        assert before.shape == (6, 32) and logits.shape == (2, 4, 6, 2, 3) and sound is None
         torch.testing.assert_close(logits[:, :, :, 1, 2], layout.classify(tokens[:, :, 5]))  # patch 5: row 1, col 2
         order = torch.randperm(4)
         torch.testing.assert_close(layout(q, tokens[:, order], audio[:, order], (2, 3))[0], before)

@@ -62,6 +62,10 @@ def test_feature_cache_gives_the_head_what_the_encoder_gives_it(tmp_path):
     torch.testing.assert_close(cached, direct, atol=2e-2, rtol=2e-2)  # the cache holds half precision
     assert torch.equal(batch["label"], torch.stack([items[0]["label"], items[1]["label"]]))
 
+    unlabelled = [{k: v for k, v in data[i].items() if k != "label"} for i in range(3)]
+    with pytest.raises(ValueError, match="carry no label"):
+        FeatureCache(model, unlabelled, "ave", 2, torch.device("cpu"))
+
 
 def test_avs_cache_holds_the_tapped_blocks_and_a_refit_trains_the_decoder(tmp_path):
     from stgcma.data.spec import build_dataset
@@ -180,27 +184,37 @@ def test_order_readout_starts_neutral_and_then_tells_early_from_late():
     assert not torch.allclose(ordered(*reversed_), ordered(q, audio, visual), atol=1e-4)
 
 
-def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_class_maps_it_learns_from(tmp_path):
-    """``--set head.avqa_layout_classes=K``: the cache keeps SynthAV's class maps beside the questions,
-    the layout loss trains the new map, and validation reports how many object patches it names."""
+def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_targets_it_learns_from(tmp_path):
+    """``--set head.avqa_layout_classes=K head.avqa_sound_levels=L``: the cache keeps per-patch layout
+    targets (made once from SynthAV's class maps, not the pixel maps) and the sound levels beside the
+    questions, the layout and sound losses train the new map, and validation reports how many object
+    patches it names and how many sounding levels it hears right."""
     source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=("avqa",)) / "avqa"
-    model, _ = load_model(source, overrides=["head.avqa_layout_classes=14"], fresh_prefix="head.")
+    added = ["head.avqa_layout_classes=14", "head.avqa_sound_levels=3"]
+    model, _ = load_model(source, overrides=added, fresh_prefix="head.")
     from stgcma.data.spec import build_dataset
 
     data = build_dataset("synthav:seed=0,n=4", "avqa", "train", model.config.preprocess)
     cache = FeatureCache(model, data, "avqa", 2, torch.device("cpu"))
-    S = model.config.preprocess.image_size
-    assert cache.targets["class_map"].shape == (4, cache.frames, S, S)
-    assert cache.targets["class_map"].dtype == torch.uint8 and int(cache.targets["class_map"].max()) > 0
+    rows, cols = cache.grid_v
+    target = cache.targets["layout_target"]
+    assert target.shape == (4, cache.frames, rows, cols) and target.dtype == torch.uint8 and int(target.max()) > 0
+    assert "class_map" not in cache.targets
+    assert cache.targets["sound_level"].shape == (4, cache.frames, 14) and int(cache.targets["sound_level"].max()) > 0
     plain, _ = load_model(source)
-    assert "class_map" not in FeatureCache(plain, data, "avqa", 2, torch.device("cpu")).targets  # not read: not kept
+    kept = FeatureCache(plain, data, "avqa", 2, torch.device("cpu")).targets
+    assert not {"layout_target", "sound_level", "class_map"} & set(kept)  # not read: not kept
 
     cfg = RefitConfig(data="synthav:seed=0,n=8,questions=2", val_data="synthav:seed=1,n=4", out=str(tmp_path / "r"),
-                      epochs=2, batch_size=4, warmup_steps=1, head_overrides=["head.avqa_layout_classes=14"])
+                      epochs=2, batch_size=4, warmup_steps=1, head_overrides=added)
     with pytest.raises(ConfigError, match="14 object classes, the head's layout map 8"):
         refit_head(source, dataclasses.replace(cfg, head_overrides=["head.avqa_layout_classes=8"]), progress=False)
+    with pytest.raises(ConfigError, match="3 loudness levels, the head hears 2"):
+        refit_head(source, dataclasses.replace(cfg, head_overrides=[added[0], "head.avqa_sound_levels=2"]),
+                   progress=False)
     summary = refit_head(source, cfg, progress=False)
     assert all(k.startswith("head.layout.") for k in summary["fresh"])
     assert all(0.0 <= row["layout_object_accuracy"] <= 1.0 for row in summary["curve"])
+    assert all(0.0 <= row["sound_level_accuracy"] <= 1.0 for row in summary["curve"])
     after, _ = load_model(tmp_path / "r" / "best")
-    assert after.config.head.avqa_layout_classes == 14 and after.head.layout is not None
+    assert after.config.head.avqa_layout_classes == 14 and after.head.layout.levels == 3

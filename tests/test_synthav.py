@@ -41,7 +41,7 @@ from stgcma.data.synthav.render import (
     render_masks,
     segment_times,
 )
-from stgcma.data.synthav.scene import SynthConfig
+from stgcma.data.synthav.scene import GAINS, SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles
 from stgcma.data.vocab import Vocab
 
@@ -217,6 +217,13 @@ def test_dataset_items_for_each_task() -> None:
     assert item["class_map"].shape == (10, 48, 48) and item["class_map"].dtype == torch.uint8
     scene = avqa.clip(3).scene
     assert set(item["class_map"].unique().tolist()) <= {0, *(o.cls + 1 for o in scene.objects)}
+    level = item["sound_level"]  # (T, K): 0 silent, 1 + the loudest sounding source's gain index
+    assert level.shape == (10, avqa.config.num_classes) and level.dtype == torch.uint8
+    assert [sorted(torch.nonzero(row).flatten().tolist()) for row in level] == scene.sounding_classes()
+    for t in range(10):
+        for c in scene.sounding_classes()[t]:
+            loudest = max(s.gain for s in scene.sources if s.cls == c and s.sounding[t])
+            assert GAINS[int(level[t, c]) - 1] == loudest
     batch = torch.utils.data.default_collate([avqa[0], avqa[1]])
     assert batch["video"].shape == (2, 10, 3, 48, 48) and len(batch["qtype"]) == 2
 

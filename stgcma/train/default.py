@@ -6,13 +6,15 @@
    validation split.
    Each selected checkpoint then has its head refitted (``stgcma.train.head_refit``): clips of their
    own seed are encoded once by the frozen encoder and the head alone trains on them for many more
-   steps than joint training can afford on a CPU. AVE: 4500 clips, 30 epochs, selected on 500
-   validation clips. AVS: 2000 clips with the decoder's tapped blocks and input frames, the decoder
+   steps than joint training can afford on a CPU. AVE: 4000 clips, 30 epochs, selected on 500
+   validation clips. AVS: 1500 clips with the decoder's tapped blocks and input frames, the decoder
    with a detail branch on the frames added (``heads.DetailRefiner``), 4 epochs, 300 validation
    clips. AVQA: 2000 clips x 16 questions, the head with an order-aware question read-out
-   (``heads.QuestionReadout``), one token per patch column (``heads.ColumnTokens``) and a per-patch
-   read-out (``heads.PatchReadout``) added, 7 epochs, selected on 300 validation clips x 16
-   questions (joint training shows the head too few questions to bind words to the clip).
+   (``heads.QuestionReadout``), one token per patch column (``heads.ColumnTokens``), a per-patch
+   read-out (``heads.PatchReadout``) and a layout map (``heads.LayoutReadout``: what stands where,
+   how loud each class sounds, and the sides as ranks among the objects) added, 7 epochs,
+   selected on 300 validation clips x 16 questions (joint training shows the head too few
+   questions to bind words to the clip).
 3. The selected checkpoints are copied to ``assets/default/<task>/`` (adapter-only, pointing at
    ``assets/default/backbone/model.safetensors``) and evaluated once on a fresh test seed never used
    in training; the numbers go to ``assets/default/quality.json`` (a run of some tasks only keeps the
@@ -21,8 +23,9 @@
 Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes
 on this project's 2-core CPU. Run whole on 2026-12-06 it took 94 minutes, so its AVE refit now
 encodes 4000 clips (was 4500) and its AVS refit 1500 (was 2000), about 6 minutes less by that run's
-stage times, and the AVQA refit adds the layout map (about a minute more): about 89 minutes,
-estimated, not re-run whole); ``cpu-long`` has the larger joint AVS training and refits that the shipped
+stage times, and the AVQA refit adds the layout map (about a minute more; its heard loudness and
+side slots, added later the same day, cost little more): about 89 minutes, estimated, not re-run
+whole); ``cpu-long`` has the larger joint AVS training and refits that the shipped
 heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs, which the shipped
 decoder then repeated with the detail branch on new clips; AVQA refit 3000 clips x 14 epochs, which the
 shipped head then repeated with the column tokens, then the per-patch read-out, on new clips: about two
@@ -118,7 +121,9 @@ class DefaultRecipe:
                                                              "head.avqa_readout_order=true",
                                                              "head.avqa_columns=true",
                                                              "head.avqa_patch_readout=true",
-                                                             "head.avqa_layout_classes=14"])),
+                                                             "head.avqa_layout_classes=14",
+                                                             "head.avqa_sound_levels=3",
+                                                             "head.avqa_side_slots=true"])),
     })
 
     @classmethod

@@ -84,9 +84,13 @@ class FeatureCache:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task),
                             num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
         keys = list(TARGET_KEYS[task])
-        if getattr(model.head, "layout", None) is not None:
-            keys.append("class_map")  # the AVQA layout map's supervision (SynthAV): uint8 (T, S, S) a clip
-        video, audio, targets, qtypes = [], [], {k: [] for k in keys}, []
+        optional = []  # supervision only SynthAV gives: kept when the clips carry it
+        layout = getattr(model.head, "layout", None)
+        if layout is not None:  # the AVQA layout map's: per-patch classes, made once here
+            optional.append("layout_target")
+            if layout.levels:
+                optional.append("sound_level")  # uint8 (T, K) a clip
+        video, audio, targets, qtypes = [], [], {k: [] for k in keys + optional}, []
         taps: list[list[torch.Tensor]] = []  # per tapped block, (B, T, Nv, D) video tokens (AVS decoder)
         last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
         unused = tapped.index(last) if last in tapped else -1  # the AVS decoder's last tap: not stored
@@ -105,6 +109,13 @@ class FeatureCache:
                         taps[k].append(xv.reshape(B, T, *xv.shape[1:]).half().cpu())  # (B, T, Nv_k, D_k)
                 if frames_in is not None:  # the AVS detail branch reads the input frames: (B, T, 3, S, S)
                     frames_in.append(feats["frames_in"].reshape(B, T, *feats["frames_in"].shape[1:]).half().cpu())
+                if layout is not None and "class_map" in batch:  # (B, T, rows, cols) uint8, not (B, T, S, S) pixels
+                    batch["layout_target"] = layout_targets(batch["class_map"], feats["grid_v"],
+                                                            classes=layout.classes).to(torch.uint8)
+                missing = [k for k in keys if k not in batch]
+                if missing:
+                    raise ValueError(f"the {task} clips carry no {', '.join(missing)}: a head refit needs "
+                                     "labelled clips (a training split)")
                 for k in targets:
                     if k in batch:
                         targets[k].append(batch[k])
@@ -143,21 +154,26 @@ class FeatureCache:
 def _evaluate(model: torch.nn.Module, cache: FeatureCache, device: torch.device, batch_size: int) -> dict[str, float]:
     model.eval()
     evaluator = Evaluator(cache.task, ave_decode=model.config.head.ave_decode)
-    hits = torch.zeros(2)  # layout map: object patches named right, object patches
+    hits = torch.zeros(4)  # object patches named right, object patches; sounding levels heard right, sounding
     with torch.no_grad():
         for start in range(0, len(cache), batch_size):
             feats, batch = cache.batch(torch.arange(start, min(start + batch_size, len(cache))), device)
             out = model.forward_head(feats, **task_inputs(cache.task, batch))
             loss = task_loss(cache.task, out, batch, match_weight=0.0, layout_weight=0.0)
             evaluator.update(out["logits"], batch, loss)
-            if "layout_logits" in out and "class_map" in batch:
-                grid = tuple(out["layout_logits"].shape[-2:])
-                target = layout_targets(batch["class_map"], grid)  # (B, T, rows, cols)
+            if "layout_logits" in out and "layout_target" in batch:
+                target = batch["layout_target"].long()  # (B, T, rows, cols)
                 named = out["layout_logits"].argmax(2)  # (B, T, rows, cols)
-                hits += torch.tensor([float(((named == target) & (target > 0)).sum()), float((target > 0).sum())])
+                hits[:2] += torch.tensor([float(((named == target) & (target > 0)).sum()), float((target > 0).sum())])
+            if "sound_logits" in out and "sound_level" in batch:
+                level = batch["sound_level"].long()  # (B, T, K)
+                heard = out["sound_logits"].argmax(-1)  # (B, T, K)
+                hits[2:] += torch.tensor([float(((heard == level) & (level > 0)).sum()), float((level > 0).sum())])
     metrics = evaluator.compute()
     if hits[1]:
         metrics["layout_object_accuracy"] = float(hits[0] / hits[1])
+    if hits[3]:
+        metrics["sound_level_accuracy"] = float(hits[2] / hits[3])  # of the sounding (segment, class) pairs
     return metrics
 
 
@@ -185,6 +201,10 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
     if layout is not None and world_classes is not None and world_classes != layout.classes:
         raise ConfigError(f"{cfg.data} has {world_classes} object classes, the head's layout map "
                           f"{layout.classes} (head.avqa_layout_classes)")
+    world_levels = getattr(train_set, "sound_levels", None)
+    if layout is not None and layout.levels and world_levels is not None and world_levels != layout.levels:
+        raise ConfigError(f"{cfg.data} sounds at {world_levels} loudness levels, the head hears "
+                          f"{layout.levels} (head.avqa_sound_levels)")
     start = time.time()
     train = FeatureCache(model, train_set, task, 8, device, cfg.num_workers, progress)
     val = FeatureCache(model, val_set, task, 8, device, cfg.num_workers, progress)

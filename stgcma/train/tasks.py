@@ -42,19 +42,38 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tens
 LAYOUT_BACKGROUND_WEIGHT = 0.2  # background patches are most of a frame; at full weight "all backdrop" wins
 
 
-def layout_loss(layout_logits: torch.Tensor, class_map: torch.Tensor) -> torch.Tensor:
-    """Per-patch class cross-entropy of the AVQA layout map against pixel class maps.
+def layout_loss(layout_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-patch class cross-entropy of the AVQA layout map, the backdrop down-weighted.
 
-    layout_logits (B, T, K+1, rows, cols), class_map (B, T, S, S) (0 backdrop, 1 + k class k).
+    layout_logits (B, T, K+1, rows, cols), target (B, T, rows, cols) from ``layout_targets``.
     """
-    K1 = layout_logits.shape[2]
-    if int(class_map.max()) >= K1:
-        raise ValueError(f"the class maps name class {int(class_map.max()) - 1}, but the layout map has "
-                         f"{K1 - 1} classes (head.avqa_layout_classes)")
-    target = layout_targets(class_map, tuple(layout_logits.shape[-2:]))  # (B, T, rows, cols)
-    weight = layout_logits.new_ones(K1, dtype=torch.float32)
+    weight = layout_logits.new_ones(layout_logits.shape[2], dtype=torch.float32)
     weight[0] = LAYOUT_BACKGROUND_WEIGHT
-    return F.cross_entropy(layout_logits.flatten(0, 1).float(), target.flatten(0, 1), weight=weight)
+    return F.cross_entropy(layout_logits.flatten(0, 1).float(), target.long().flatten(0, 1), weight=weight)
+
+
+def sound_loss(sound_logits: torch.Tensor, sound_level: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the heard loudness per segment and class.
+
+    sound_logits (B, T, K, L+1), sound_level (B, T, K) integer (0 silent, 1..L loudness levels).
+    """
+    K, L1 = sound_logits.shape[-2:]
+    if sound_level.shape[-1] != K or (sound_level.numel() and int(sound_level.max()) >= L1):
+        raise ValueError(f"the sound levels name {sound_level.shape[-1]} classes up to level "
+                         f"{int(sound_level.max()) if sound_level.numel() else 0}, but the head hears {K} "
+                         f"classes at {L1 - 1} levels (head.avqa_layout_classes, head.avqa_sound_levels)")
+    return F.cross_entropy(sound_logits.flatten(0, -2).float(), sound_level.long().flatten())
+
+
+def layout_target_of(out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor | None:
+    """The layout map's per-patch targets (B, T, rows, cols): cached ones (``layout_target``), else made
+    from the batch's pixel class maps; None when the batch has neither (real datasets)."""
+    if "layout_target" in batch:
+        return batch["layout_target"]
+    if "class_map" not in batch:
+        return None
+    logits = out["layout_logits"]  # (B, T, K+1, rows, cols)
+    return layout_targets(batch["class_map"], tuple(logits.shape[-2:]), classes=logits.shape[2] - 1)
 
 
 def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, Any], match_weight: float = 0.5,
@@ -74,8 +93,12 @@ def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, Any], ma
     loss = F.cross_entropy(logits.flatten(0, -2).float(), batch["answer"].flatten())  # Q per clip or one
     if match_weight and "match_neg_logits" in out:
         loss = loss + match_weight * AVQAHead.matching_loss(out["match_logits"], out["match_neg_logits"])
-    if layout_weight and "layout_logits" in out and "class_map" in batch:
-        loss = loss + layout_weight * layout_loss(out["layout_logits"], batch["class_map"])
+    if layout_weight and "layout_logits" in out:
+        target = layout_target_of(out, batch)
+        if target is not None:
+            loss = loss + layout_weight * layout_loss(out["layout_logits"], target)
+    if layout_weight and "sound_logits" in out and "sound_level" in batch:
+        loss = loss + layout_weight * sound_loss(out["sound_logits"], batch["sound_level"])
     return loss
 
 

@@ -17,7 +17,7 @@ from stgcma.data.synthav.audio import render_audio
 from stgcma.data.synthav.clip import Clip, answers, clip_rng, make_clip, split_id
 from stgcma.data.synthav.questions import QTYPES, Question, question_vocabulary, scene_questions
 from stgcma.data.synthav.render import render_class_maps, render_frames, render_masks, segment_times
-from stgcma.data.synthav.scene import Mode, SynthConfig
+from stgcma.data.synthav.scene import GAINS, Mode, SynthConfig
 from stgcma.data.synthav.styles import class_names, class_styles, question_names
 from stgcma.data.vocab import Vocab
 from stgcma.media.features import frames_to_tensor, segment_fbanks
@@ -47,7 +47,9 @@ class SynthAV(AVDataset):
             ``answer`` (Q,), ``qtype`` list of Q str; one encoder pass then serves Q questions. AVQA
             items also carry ``class_map``, uint8 (T, S, S): what class each pixel of each segment's
             frame shows (0 backdrop, 1 + k class k), the supervision of the head's layout map
-            (``head.avqa_layout_classes``).
+            (``head.avqa_layout_classes``), and ``sound_level``, uint8 (T, K): how loud each class
+            sounds in each segment (0 silent, 1 + its gain's index in ``GAINS``), the supervision of
+            its heard loudness (``head.avqa_sound_levels``).
         **world: further :class:`SynthConfig` fields (``distractor_prob``, ``max_objects``...).
     """
 
@@ -80,6 +82,7 @@ class SynthAV(AVDataset):
         self.answer_vocab = answers(self.config)
         self.question_vocab = question_vocab or question_vocabulary(self.object_names)
         self.question_types = list(QTYPES)
+        self.sound_levels = len(GAINS)  # AVQA items' ``sound_level`` runs 0 (silent) .. this
         if self.task == "ave":
             self.class_names = [*class_names(classes, self.config.world), "background"]
         elif self.task == "avs":
@@ -128,6 +131,7 @@ class SynthAV(AVDataset):
         else:
             times = segment_times(self.num_segments)
             item["class_map"] = torch.from_numpy(render_class_maps(clip.scene, times, cfg.image_size, self.styles))
+            item["sound_level"] = torch.from_numpy(clip.scene.sound_levels())  # (T, K) uint8
             qs = self.questions(clip)
             question = torch.stack([self.question_vocab.encode(q.text) for q in qs])  # (Q, L)
             answer = torch.tensor([self.answer_vocab.index(q.answer) for q in qs], dtype=torch.long)  # (Q,)

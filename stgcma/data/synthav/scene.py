@@ -179,6 +179,17 @@ class Scene:
         return [self.event_class if self.event_class in av else self.num_classes
                 for av in self.audio_visual_classes()]
 
+    def sound_levels(self) -> np.ndarray:
+        """uint8 (T, K): per segment and class, 0 when the class is silent, else 1 + the index in ``GAINS``
+        of its loudest sounding source (visible or not, distractors included)."""
+        levels = np.zeros((self.num_segments, self.num_classes), dtype=np.uint8)
+        for source in self.sources:
+            level = 1 + GAINS.index(source.gain)
+            for t, on in enumerate(source.sounding):
+                if on:
+                    levels[t, source.cls] = max(levels[t, source.cls], level)
+        return levels
+
     def sounding_objects(self, t: int) -> list[int]:
         """Indices of objects visible and sounding in segment ``t`` (those with an AVS mask)."""
         return [i for i, o in enumerate(self.objects) if o.visible[t] and o.sounding[t]]
