@@ -115,7 +115,7 @@ class FeatureCache:
                 missing = [k for k in keys if k not in batch]
                 if missing:
                     raise ValueError(f"the {task} clips carry no {', '.join(missing)}: a head refit needs "
-                                     "labelled clips (a training split)")
+                                     "labelled clips")
                 for k in targets:
                     if k in batch:
                         targets[k].append(batch[k])
