@@ -151,6 +151,12 @@ class FeatureCache:
         return feats, batch
 
 
+def _named_right(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[labelled entries predicted right, labelled entries] where 0 is the unlabelled backdrop or silence."""
+    labelled = target > 0
+    return torch.tensor([float(((predicted == target) & labelled).sum()), float(labelled.sum())])
+
+
 def _evaluate(model: torch.nn.Module, cache: FeatureCache, device: torch.device, batch_size: int) -> dict[str, float]:
     model.eval()
     evaluator = Evaluator(cache.task, ave_decode=model.config.head.ave_decode)
@@ -161,14 +167,10 @@ def _evaluate(model: torch.nn.Module, cache: FeatureCache, device: torch.device,
             out = model.forward_head(feats, **task_inputs(cache.task, batch))
             loss = task_loss(cache.task, out, batch, match_weight=0.0, layout_weight=0.0)
             evaluator.update(out["logits"], batch, loss)
-            if "layout_logits" in out and "layout_target" in batch:
-                target = batch["layout_target"].long()  # (B, T, rows, cols)
-                named = out["layout_logits"].argmax(2)  # (B, T, rows, cols)
-                hits[:2] += torch.tensor([float(((named == target) & (target > 0)).sum()), float((target > 0).sum())])
-            if "sound_logits" in out and "sound_level" in batch:
-                level = batch["sound_level"].long()  # (B, T, K)
-                heard = out["sound_logits"].argmax(-1)  # (B, T, K)
-                hits[2:] += torch.tensor([float(((heard == level) & (level > 0)).sum()), float((level > 0).sum())])
+            if "layout_logits" in out and "layout_target" in batch:  # (B, T, rows, cols) both
+                hits[:2] += _named_right(out["layout_logits"].argmax(2), batch["layout_target"].long())
+            if "sound_logits" in out and "sound_level" in batch:  # (B, T, K) both
+                hits[2:] += _named_right(out["sound_logits"].argmax(-1), batch["sound_level"].long())
     metrics = evaluator.compute()
     if hits[1]:
         metrics["layout_object_accuracy"] = float(hits[0] / hits[1])
