@@ -149,7 +149,8 @@ class HeadConfig:
     # on the right?", "where is the loudest object?" (heads.LayoutReadout); 0: off
     avqa_sound_levels: int = 0
     # AVQA with heard loudness: read the layout map as MUSIC-AVQA's sides (a side is a rank among the
-    # objects) and compare the sides' loudness and duration (heads.LayoutReadout.side_slots)
+    # objects) and compare the sides' loudness and duration (heads.LayoutReadout.side_slots); which class
+    # stands at which side is supervised by SynthAV's scenes (item ``side_class``, train.layout_weight)
     avqa_side_slots: bool = False
 
 

@@ -772,13 +772,16 @@ class LayoutReadout(nn.Module):
             nn.init.zeros_(self.side_read[-1].weight)
             nn.init.zeros_(self.side_read[-1].bias)
 
-    def side_slots(self, m: torch.Tensor, sound: torch.Tensor, sharpness: float = 20.0) -> torch.Tensor:
-        """Class-by-place map m (B, K, P) in [0, 1] and per-class [duration, loudness] (B, K, 2) -> per
-        side (left, middle, right) [occupancy, duration, loudness] (B, 3, 3).
+    def side_slots(self, m: torch.Tensor, sound: torch.Tensor, sharpness: float = 20.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-by-place map m (B, K, P) in [0, 1] and per-class [duration, loudness] (B, K, 2) -> (per
+        side (left, middle, right) [occupancy, duration, loudness] (B, 3, 3), each class's weight on
+        each side (B, 3, K) in [0, 1]).
 
         A class's weight on a side is its presence (its peak on the map past a learnt threshold) times
         how well its soft rank among the present classes (how many stand left of it) and the soft
-        object count fit that side.
+        object count fit that side. SynthAV's ``side_class`` supervises the weights
+        (``tasks.side_loss``).
         """
         P = m.shape[-1]
         presence = torch.sigmoid(self.presence[0] * (m.amax(-1) - self.presence[1]))  # (B, K)
@@ -797,7 +800,7 @@ class LayoutReadout(nn.Module):
                               two * at[1] + three * at[2]], dim=1) * presence[:, None]  # (B, 3, K)
         occupancy = weight.sum(-1, keepdim=True)  # (B, 3, 1)
         heard = torch.einsum("bsk,bkf->bsf", weight, sound) / occupancy.clamp_min(1e-3)  # (B, 3, 2)
-        return torch.cat([occupancy.clamp_max(1), heard], dim=-1)  # (B, 3, 3)
+        return torch.cat([occupancy.clamp_max(1), heard], dim=-1), weight  # (B, 3, 3), (B, 3, K)
 
     def heard_sound(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """audio vectors (B, T, H) -> (sound logits (B, T, K, L+1), per class [duration, loudness] (B, K, 2)
@@ -812,10 +815,11 @@ class LayoutReadout(nn.Module):
         return logits, torch.stack([on.mean(1), loudness], dim=-1)  # (B, K, 2)
 
     def forward(self, q: torch.Tensor, tokens: torch.Tensor, audio: torch.Tensor, grid: tuple[int, int]
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """q (B, Q, H), position-coded tokens (B, T, rows*cols, H), audio vectors (B, T, H) -> (the fused
-        vector's addend (B*Q, H), layout logits (B, T, K+1, rows, cols), sound logits (B, T, K, L+1) or
-        None without ``levels``)."""
+        vector's addend (B*Q, H), the outputs the auxiliary losses read: ``layout_logits`` (B, T, K+1,
+        rows, cols), with ``levels`` ``sound_logits`` (B, T, K, L+1), with ``sides`` ``side_weights``
+        (B, 3, K))."""
         B, Q, _ = q.shape
         T, (rows, cols), K = tokens.shape[1], grid, self.classes
         logits = self.classify(tokens)  # (B, T, N, K+1)
@@ -826,9 +830,9 @@ class LayoutReadout(nn.Module):
         seen = m.amax(dim=2).sum(dim=1, keepdim=True) / K  # (B, 1)
         heard = self.heard(torch.cat([audio.mean(1), audio.amax(1)], dim=-1)).reshape(B, K, self.heard_dim)
         pointer = self.lookup(q) + torch.einsum("bqd,bkd->bqk", self.loudness(q), heard)  # (B, Q, K)
-        sound_logits = None
+        aux = {}
         if self.levels:
-            sound_logits, sound = self.heard_sound(audio)  # (B, T, K, L+1), (B, K, 2)
+            aux["sound_logits"], sound = self.heard_sound(audio)  # (B, T, K, L+1), (B, K, 2)
             pointer = pointer + torch.einsum("bqd,bkd->bqk", self.sound_query(q), sound)
         named = torch.einsum("bqk,bkp->bqp", pointer.softmax(-1), m)  # (B, Q, bins)
         named = named / named.sum(-1, keepdim=True).clamp_min(1e-3)
@@ -843,15 +847,15 @@ class LayoutReadout(nn.Module):
         per_class = per_class * self.query(q)[:, :, None]  # (B, Q, K, W)
         addend = side + self.scores(per_class.sum(2))  # (B, Q, H)
         if self.sides:
-            slots = self.side_slots(m, sound)  # (B, 3, 3)
+            slots, aux["side_weights"] = self.side_slots(m, sound)  # (B, 3, 3), (B, 3, K)
             first, second = self.side_pointers(q).reshape(B, Q, 2, 3).softmax(-1).unbind(2)  # (B, Q, 3) each
             asked = [torch.einsum("bqs,bsf->bqf", p, slots) for p in (first, second)]  # (B, Q, 3) each
             whole = slots.flatten(1)[:, None].expand(-1, Q, -1)  # (B, Q, 9)
             read = self.side_read(torch.cat([asked[0], asked[1], asked[0] - asked[1], whole], dim=-1))
             addend = addend + read * self.side_gate(q)
         addend = self.out(addend)  # (B, Q, H)
-        layout = logits.permute(0, 1, 3, 2).reshape(B, T, K + 1, rows, cols)
-        return addend.flatten(0, 1), layout, sound_logits
+        aux["layout_logits"] = logits.permute(0, 1, 3, 2).reshape(B, T, K + 1, rows, cols)
+        return addend.flatten(0, 1), aux
 
 
 class AVQAHead(TaskHead):
@@ -1011,9 +1015,8 @@ class AVQAHead(TaskHead):
         if self.patch_readout is not None:
             fused = fused + self.patch_readout(q, tokens, feats["grid_v"])
         if self.layout is not None:
-            placed, out["layout_logits"], sound_logits = self.layout(q, tokens, audio, feats["grid_v"])
-            if sound_logits is not None:
-                out["sound_logits"] = sound_logits  # (B, T, K, L+1)
+            placed, aux = self.layout(q, tokens, audio, feats["grid_v"])
+            out.update(aux)  # layout_logits, sound_logits, side_weights: the auxiliary losses' inputs
             fused = fused + placed
         gated = self.fused_norm(fused) * self.question_norm(q_flat)  # (B*Q, H), both factors O(1)
         logits = self.classifier(torch.tanh(gated)).unflatten(0, (B, Q))  # (B, Q, answers)

@@ -18,7 +18,7 @@ from stgcma.heads import (
     sincos_positions,
 )
 from stgcma.model import STGCMAModel, create_model
-from stgcma.train.tasks import layout_loss, sound_loss
+from stgcma.train.tasks import layout_loss, side_loss, sound_loss
 from tests.conftest import random_inputs
 
 TOYS = ["vit-test", "swin-test"]
@@ -484,9 +484,23 @@ def test_side_slots_read_the_layout_map_as_ranks_among_the_objects():
         for k, place in places.items():
             m[0, k, place] = 1.0
         with torch.no_grad():
-            return layout.side_slots(m, sound)[0]  # (3 sides, [occupancy, duration, loudness])
+            return layout.side_slots(m, sound)[0][0]  # (3 sides, [occupancy, duration, loudness])
+
+    def weights(places: dict[int, int]) -> torch.Tensor:
+        m = torch.zeros(1, 5, 8)
+        for k, place in places.items():
+            m[0, k, place] = 1.0
+        with torch.no_grad():
+            return layout.side_slots(m, sound)[1]  # (1, 3 sides, K)
 
     one, two, three = slots({2: 4}), slots({3: 6, 1: 1}), slots({4: 0, 0: 3, 2: 7})
+    held = weights({3: 6, 1: 1})  # class 1 left, class 3 right, the middle empty
+    torch.testing.assert_close(held[0, [0, 2]].argmax(-1), torch.tensor([1, 3]))
+    assert held[0, 1].sum() < 0.05
+    right, wrong = torch.tensor([[1, -1, 3]]), torch.tensor([[3, -1, 1]])
+    assert side_loss(held, right) < 0.1 and side_loss(held, wrong) > 10 * side_loss(held, right)
+    with pytest.raises(ValueError, match="avqa_layout_classes"):
+        side_loss(held, torch.tensor([[1, -1, 5]]))
     torch.testing.assert_close(one[:, 0], torch.tensor([0.0, 1.0, 0.0]), atol=0.02, rtol=0)
     torch.testing.assert_close(one[1, 1:], sound[0, 2], atol=0.02, rtol=0)
     torch.testing.assert_close(two[:, 0], torch.tensor([1.0, 0.0, 1.0]), atol=0.02, rtol=0)
@@ -503,6 +517,15 @@ def test_side_slots_read_the_layout_map_as_ranks_among_the_objects():
         hearing = LayoutReadout(32, 5, levels=3)
         hearing.load_state_dict({k: v for k, v in layout.state_dict().items() if hasattr(hearing, k.split(".")[0])})
         torch.testing.assert_close(hearing.eval()(q, tokens, audio, (2, 3))[0], before)  # fresh sides add zero
+
+    model = _model("vit-test", "avqa", **{"head.avqa_layout_classes": 5, "head.avqa_sound_levels": 3,
+                                          "head.avqa_side_slots": True}).train()
+    video, audio = random_inputs(model.config)
+    out = model(video, audio, question=_question())
+    assert out["side_weights"].shape == (2, 3, 5)
+    side_loss(out["side_weights"], torch.tensor([[1, -1, 3], [-1, 2, -1]])).backward()
+    lay = model.head.layout  # the side loss trains the map, the presence threshold and the heard sound
+    assert lay.classify.weight.grad.abs().sum() > 0 and lay.presence.grad.abs().sum() > 0
 
 
 def test_layout_targets_name_small_objects_and_leave_slivers_to_the_backdrop():

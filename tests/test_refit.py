@@ -190,7 +190,7 @@ def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_targets_it_learns_f
     questions, the layout and sound losses train the new map, and validation reports how many object
     patches it names and how many sounding levels it hears right."""
     source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=("avqa",)) / "avqa"
-    added = ["head.avqa_layout_classes=14", "head.avqa_sound_levels=3"]
+    added = ["head.avqa_layout_classes=14", "head.avqa_sound_levels=3", "head.avqa_side_slots=true"]
     model, _ = load_model(source, overrides=added, fresh_prefix="head.")
     from stgcma.data.spec import build_dataset
 
@@ -201,9 +201,10 @@ def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_targets_it_learns_f
     assert target.shape == (4, cache.frames, rows, cols) and target.dtype == torch.uint8 and int(target.max()) > 0
     assert "class_map" not in cache.targets
     assert cache.targets["sound_level"].shape == (4, cache.frames, 14) and int(cache.targets["sound_level"].max()) > 0
+    assert cache.targets["side_class"].shape == (4, 3) and int(cache.targets["side_class"].max()) >= 0
     plain, _ = load_model(source)
     kept = FeatureCache(plain, data, "avqa", 2, torch.device("cpu")).targets
-    assert not {"layout_target", "sound_level", "class_map"} & set(kept)  # not read: not kept
+    assert not {"layout_target", "sound_level", "side_class", "class_map"} & set(kept)  # not read: not kept
 
     cfg = RefitConfig(data="synthav:seed=0,n=8,questions=2", val_data="synthav:seed=1,n=4", out=str(tmp_path / "r"),
                       epochs=2, batch_size=4, warmup_steps=1, head_overrides=added)
@@ -216,5 +217,6 @@ def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_targets_it_learns_f
     assert all(k.startswith("head.layout.") for k in summary["fresh"])
     assert all(0.0 <= row["layout_object_accuracy"] <= 1.0 for row in summary["curve"])
     assert all(0.0 <= row["sound_level_accuracy"] <= 1.0 for row in summary["curve"])
+    assert all(0.0 <= row["side_accuracy"] <= 1.0 for row in summary["curve"])
     after, _ = load_model(tmp_path / "r" / "best")
-    assert after.config.head.avqa_layout_classes == 14 and after.head.layout.levels == 3
+    assert after.config.head.avqa_layout_classes == 14 and after.head.layout.levels == 3 and after.head.layout.sides

@@ -224,8 +224,14 @@ def test_dataset_items_for_each_task() -> None:
         for c in scene.sounding_classes()[t]:
             loudest = max(s.gain for s in scene.sources if s.cls == c and s.sounding[t])
             assert GAINS[int(level[t, c]) - 1] == loudest
+    for i in range(4):  # the classes at the left, middle and right, in the order their objects stand
+        scene, sides = avqa.clip(i).scene, avqa[i]["side_class"].tolist()
+        named = {1: [1], 2: [0, 2], 3: [0, 1, 2]}[len(scene.objects)]  # one: middle; two: left, right...
+        assert [j for j, c in enumerate(sides) if c >= 0] == named
+        assert [sides[j] for j in named] == [o.cls for o in sorted(scene.objects, key=lambda o: o.x)]
     batch = torch.utils.data.default_collate([avqa[0], avqa[1]])
     assert batch["video"].shape == (2, 10, 3, 48, 48) and len(batch["qtype"]) == 2
+    assert batch["side_class"].shape == (2, 3)
 
 
 def test_scene_questions_are_true_of_the_scene_and_spread_over_answers(clips: list) -> None:

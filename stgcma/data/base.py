@@ -11,8 +11,9 @@ Items are dicts of tensors (collated by the default ``DataLoader`` collate):
   scalar, ``qtype`` str such as ``"Audio-Visual/Existential"``. (The audio-visual matching loss pairs a
   clip's audio with another clip of the same batch, so items carry no negative frames.) SynthAV's
   items also carry ``class_map`` uint8 (T, S, S), the class each pixel shows (0 backdrop, 1 + k class
-  k), and ``sound_level`` uint8 (T, K), how loud each class sounds per segment (0 silent), for the
-  head's layout map; real datasets have neither, and their items are ``ITEM_KEYS`` exactly.
+  k), ``sound_level`` uint8 (T, K), how loud each class sounds per segment (0 silent), and
+  ``side_class`` long (3,), the class at the left, middle and right (-1 empty), for the head's layout
+  map; real datasets have none of them, and their items are ``ITEM_KEYS`` exactly.
 
 Metadata: ``num_classes`` is the size of the task head's output and ``class_names`` names those
 outputs: the events plus ``"background"`` (AVE), ``["sounding"]`` (AVS, one binary mask) or the

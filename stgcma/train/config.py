@@ -46,7 +46,8 @@ class TrainConfig:
     avg_from: int | None = None
     match_weight: float = 0.5
     avs_dice_weight: float = 0.0  # reference: BCE only; a soft-Dice term helps small models on small objects
-    layout_weight: float = 0.5  # AVQA with head.avqa_layout_classes: the per-patch class loss on SynthAV class maps
+    layout_weight: float = 0.5  # AVQA with head.avqa_layout_classes: the per-patch class loss on SynthAV class maps,
+    # and with its heard loudness and side slots their level and side losses (tasks.sound_loss, tasks.side_loss)
     max_steps_per_epoch: int | None = None
     num_workers: int = 0
     seed: int = 0

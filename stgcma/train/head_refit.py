@@ -53,7 +53,8 @@ class RefitConfig:
     warmup_steps: int = 50
     match_weight: float = 0.5
     dice_weight: float = 0.0  # AVS: soft Dice beside the per-pixel BCE (the default's AVS recipe uses 1.0)
-    layout_weight: float = 0.5  # AVQA with head.avqa_layout_classes: the per-patch class loss on SynthAV class maps
+    layout_weight: float = 0.5  # AVQA with head.avqa_layout_classes: the per-patch class loss on SynthAV class maps,
+    # and with its heard loudness and side slots their level and side losses (tasks.sound_loss, tasks.side_loss)
     seed: int = 0
     device: str = "cpu"
     num_workers: int = 0
@@ -90,6 +91,8 @@ class FeatureCache:
             optional.append("layout_target")
             if layout.levels:
                 optional.append("sound_level")  # uint8 (T, K) a clip
+            if layout.sides:
+                optional.append("side_class")  # int64 (3,) a clip
         video, audio, targets, qtypes = [], [], {k: [] for k in keys + optional}, []
         taps: list[list[torch.Tensor]] = []  # per tapped block, (B, T, Nv, D) video tokens (AVS decoder)
         last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
@@ -157,10 +160,18 @@ def _named_right(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.tensor([float(((predicted == target) & labelled).sum()), float(labelled.sum())])
 
 
+def _sides_right(weights: torch.Tensor, side_class: torch.Tensor) -> torch.Tensor:
+    """[sides read right, sides]: a side is read as empty when its weights sum below one half, else as
+    its heaviest class."""
+    read = torch.where(weights.sum(-1) < 0.5, -1, weights.argmax(-1))  # (B, 3)
+    return torch.tensor([float((read == side_class).sum()), float(side_class.numel())])
+
+
 def _evaluate(model: torch.nn.Module, cache: FeatureCache, device: torch.device, batch_size: int) -> dict[str, float]:
     model.eval()
     evaluator = Evaluator(cache.task, ave_decode=model.config.head.ave_decode)
-    hits = torch.zeros(4)  # object patches named right, object patches; sounding levels heard right, sounding
+    hits = torch.zeros(6)  # object patches named right, object patches; sounding levels heard right,
+    # sounding; sides read right, sides
     with torch.no_grad():
         for start in range(0, len(cache), batch_size):
             feats, batch = cache.batch(torch.arange(start, min(start + batch_size, len(cache))), device)
@@ -170,12 +181,16 @@ def _evaluate(model: torch.nn.Module, cache: FeatureCache, device: torch.device,
             if "layout_logits" in out and "layout_target" in batch:  # (B, T, rows, cols) both
                 hits[:2] += _named_right(out["layout_logits"].argmax(2), batch["layout_target"].long())
             if "sound_logits" in out and "sound_level" in batch:  # (B, T, K) both
-                hits[2:] += _named_right(out["sound_logits"].argmax(-1), batch["sound_level"].long())
+                hits[2:4] += _named_right(out["sound_logits"].argmax(-1), batch["sound_level"].long())
+            if "side_weights" in out and "side_class" in batch:  # (B, 3, K), (B, 3)
+                hits[4:] += _sides_right(out["side_weights"], batch["side_class"])
     metrics = evaluator.compute()
     if hits[1]:
         metrics["layout_object_accuracy"] = float(hits[0] / hits[1])
     if hits[3]:
         metrics["sound_level_accuracy"] = float(hits[2] / hits[3])  # of the sounding (segment, class) pairs
+    if hits[5]:
+        metrics["side_accuracy"] = float(hits[4] / hits[5])  # of the sides, held or empty
     return metrics
 
 

@@ -65,6 +65,22 @@ def sound_loss(sound_logits: torch.Tensor, sound_level: torch.Tensor) -> torch.T
     return F.cross_entropy(sound_logits.flatten(0, -2).float(), sound_level.long().flatten())
 
 
+def side_loss(side_weights: torch.Tensor, side_class: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of each class's weight on each side against the class that stands there.
+
+    side_weights (B, 3, K) in [0, 1] (``LayoutReadout.side_slots``), side_class (B, 3) integer: the
+    class at the left, middle and right, -1 where no object stands (every weight of that side -> 0).
+    Written out rather than ``F.binary_cross_entropy``, which autocast refuses.
+    """
+    K = side_weights.shape[-1]
+    if side_class.numel() and int(side_class.max()) >= K:
+        raise ValueError(f"the sides name class {int(side_class.max())}, but the head's layout map has {K} "
+                         "classes (head.avqa_layout_classes)")
+    target = F.one_hot(side_class.long() + 1, K + 1)[..., 1:].float()  # (B, 3, K): -1 -> all zeros
+    w = side_weights.float().clamp(1e-4, 1 - 1e-4)
+    return -(target * w.log() + (1 - target) * (1 - w).log()).sum(-1).mean()
+
+
 def layout_target_of(out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor | None:
     """The layout map's per-patch targets (B, T, rows, cols): cached ones (``layout_target``), else made
     from the batch's pixel class maps; None when the batch has neither (real datasets)."""
@@ -99,6 +115,8 @@ def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, Any], ma
             loss = loss + layout_weight * layout_loss(out["layout_logits"], target)
     if layout_weight and "sound_logits" in out and "sound_level" in batch:
         loss = loss + layout_weight * sound_loss(out["sound_logits"], batch["sound_level"])
+    if layout_weight and "side_weights" in out and "side_class" in batch:
+        loss = loss + layout_weight * side_loss(out["side_weights"], batch["side_class"])
     return loss
 
 

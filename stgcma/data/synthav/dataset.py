@@ -49,7 +49,9 @@ class SynthAV(AVDataset):
             frame shows (0 backdrop, 1 + k class k), the supervision of the head's layout map
             (``head.avqa_layout_classes``), and ``sound_level``, uint8 (T, K): how loud each class
             sounds in each segment (0 silent, 1 + its gain's index in ``GAINS``), the supervision of
-            its heard loudness (``head.avqa_sound_levels``).
+            its heard loudness (``head.avqa_sound_levels``), and ``side_class``, int64 (3,): the class
+            at the left, middle and right (-1 empty), the supervision of its side slots
+            (``head.avqa_side_slots``).
         **world: further :class:`SynthConfig` fields (``distractor_prob``, ``max_objects``...).
     """
 
@@ -132,6 +134,7 @@ class SynthAV(AVDataset):
             times = segment_times(self.num_segments)
             item["class_map"] = torch.from_numpy(render_class_maps(clip.scene, times, cfg.image_size, self.styles))
             item["sound_level"] = torch.from_numpy(clip.scene.sound_levels())  # (T, K) uint8
+            item["side_class"] = torch.from_numpy(clip.scene.side_classes())  # (3,) int64, -1 empty
             qs = self.questions(clip)
             question = torch.stack([self.question_vocab.encode(q.text) for q in qs])  # (Q, L)
             answer = torch.tensor([self.answer_vocab.index(q.answer) for q in qs], dtype=torch.long)  # (Q,)

@@ -190,6 +190,16 @@ class Scene:
                     levels[t, source.cls] = max(levels[t, source.cls], level)
         return levels
 
+    def side_classes(self) -> np.ndarray:
+        """int64 (3,): the class standing at the left, in the middle and at the right, as MUSIC-AVQA's
+        questions name the sides (one object: middle; two: left, right; three: left, middle, right),
+        -1 for a side no object holds."""
+        sides = {1: (1,), 2: (0, 2), 3: (0, 1, 2)}[len(self.objects)]
+        out = np.full(3, -1, dtype=np.int64)
+        for side, obj in zip(sides, self.objects, strict=True):
+            out[side] = obj.cls
+        return out
+
     def sounding_objects(self, t: int) -> list[int]:
         """Indices of objects visible and sounding in segment ``t`` (those with an AVS mask)."""
         return [i for i, o in enumerate(self.objects) if o.visible[t] and o.sounding[t]]
