@@ -20,18 +20,14 @@
    in training; the numbers go to ``assets/default/quality.json`` (a run of some tasks only keeps the
    other tasks' entries).
 
-Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes
-on this project's 2-core CPU. Run whole on 2026-12-06 it took 94 minutes, so its AVE refit now
-encodes 4000 clips (was 4500) and its AVS refit 1500 (was 2000), about 6 minutes less by that run's
-stage times, and the AVQA refit adds the layout map (about a minute more; the heard loudness and
-side slots added later that day cost more per step, but the refit now caches per-patch layout
-targets, and a shipped-size epoch took 2.8 min with them against 3.7 without): about 89 minutes,
-estimated, not re-run whole); ``cpu-long`` has the larger joint AVS training and refits that the shipped
-heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs, which the shipped
-decoder then repeated with the detail branch on new clips; AVQA refit 3000 clips x 14 epochs, which the
-shipped head then repeated with the column tokens, then the per-patch read-out, on new clips: about two
-hours here); ``gpu`` trains many more steps in bf16 with bigger batches and data workers, for a
-machine with a GPU.
+Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes on
+this project's 2-core CPU: run whole on 2026-12-06 (noon, with the AVQA refit's layout map, heard
+loudness and side slots) it took 85 minutes; ``cpu-long`` has the larger joint AVS training and refits
+that the shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs,
+which the shipped decoder then repeated with the detail branch on new clips; AVQA refit 3000 clips x 14
+epochs, which the shipped head then repeated with the column tokens, then the per-patch read-out, on new
+clips: about two hours here); ``gpu`` trains many more steps in bf16 with bigger batches and data
+workers, for a machine with a GPU.
 AVQA trains on eight questions per clip (the clip's own answer-balanced one plus seven more about the
 same scene) so one encoder pass serves eight answers; validation and test ask each clip's own question
 only.
