@@ -563,8 +563,9 @@ def test_avqa_layout_readout_learns_class_maps_and_reads_columns(name):
     with torch.no_grad():
         layout.out.weight.normal_()  # as if trained: a fresh read-out's output is zero
         q, tokens, audio = torch.randn(2, 3, 32), torch.randn(2, 4, 6, 32), torch.randn(2, 4, 32)  # (B, Q, H), ...
-        before, logits, sound = layout(q, tokens, audio, (2, 3))
-        assert before.shape == (6, 32) and logits.shape == (2, 4, 6, 2, 3) and sound is None
+        before, aux = layout(q, tokens, audio, (2, 3))
+        logits = aux["layout_logits"]
+        assert before.shape == (6, 32) and logits.shape == (2, 4, 6, 2, 3) and set(aux) == {"layout_logits"}
         torch.testing.assert_close(logits[:, :, :, 1, 2], layout.classify(tokens[:, :, 5]))  # patch 5: row 1, col 2
         order = torch.randperm(4)
         torch.testing.assert_close(layout(q, tokens[:, order], audio[:, order], (2, 3))[0], before)
