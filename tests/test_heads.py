@@ -479,22 +479,15 @@ def test_side_slots_read_the_layout_map_as_ranks_among_the_objects():
     layout = LayoutReadout(32, 5, levels=3, sides=True).eval()
     sound = torch.tensor([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8], [0.9, 1.0]])[None]  # (1, K, 2)
 
-    def slots(places: dict[int, int]) -> torch.Tensor:
+    def read(places: dict[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         m = torch.zeros(1, 5, 8)  # (B, K, places)
         for k, place in places.items():
             m[0, k, place] = 1.0
         with torch.no_grad():
-            return layout.side_slots(m, sound)[0][0]  # (3 sides, [occupancy, duration, loudness])
+            return layout.side_slots(m, sound)  # (1, 3 sides, [occupancy, duration, loudness]), (1, 3 sides, K)
 
-    def weights(places: dict[int, int]) -> torch.Tensor:
-        m = torch.zeros(1, 5, 8)
-        for k, place in places.items():
-            m[0, k, place] = 1.0
-        with torch.no_grad():
-            return layout.side_slots(m, sound)[1]  # (1, 3 sides, K)
-
-    one, two, three = slots({2: 4}), slots({3: 6, 1: 1}), slots({4: 0, 0: 3, 2: 7})
-    held = weights({3: 6, 1: 1})  # class 1 left, class 3 right, the middle empty
+    (one, _), (two, held), (three, _) = read({2: 4}), read({3: 6, 1: 1}), read({4: 0, 0: 3, 2: 7})
+    one, two, three = one[0], two[0], three[0]  # held: class 1 left, class 3 right, the middle empty
     torch.testing.assert_close(held[0, [0, 2]].argmax(-1), torch.tensor([1, 3]))
     assert held[0, 1].sum() < 0.05
     right, wrong = torch.tensor([[1, -1, 3]]), torch.tensor([[3, -1, 1]])

@@ -76,7 +76,7 @@ class Facts:
         self.names = names
         self.n = len(objs)
         self.cls = [o.cls for o in objs]
-        self.side = {1: ["middle"], 2: ["left", "right"], 3: list(SIDES)}[self.n]
+        self.side = [SIDES[j] for j in scene.sides()]
         self.vis = np.array([o.visible for o in objs], dtype=bool)  # (n, T)
         self.snd = np.array([o.sounding for o in objs], dtype=bool)  # (n, T)
         self.av = self.vis & self.snd  # (n, T)

@@ -190,13 +190,16 @@ class Scene:
                     levels[t, source.cls] = max(levels[t, source.cls], level)
         return levels
 
+    def sides(self) -> tuple[int, ...]:
+        """Per object, left to right, its side as MUSIC-AVQA's questions name it (0 left, 1 middle,
+        2 right): one object is in the middle; two are left and right; three are left, middle, right."""
+        return {1: (1,), 2: (0, 2), 3: (0, 1, 2)}[len(self.objects)]
+
     def side_classes(self) -> np.ndarray:
-        """int64 (3,): the class standing at the left, in the middle and at the right, as MUSIC-AVQA's
-        questions name the sides (one object: middle; two: left, right; three: left, middle, right),
+        """int64 (3,): the class standing at the left, in the middle and at the right (:meth:`sides`),
         -1 for a side no object holds."""
-        sides = {1: (1,), 2: (0, 2), 3: (0, 1, 2)}[len(self.objects)]
         out = np.full(3, -1, dtype=np.int64)
-        for side, obj in zip(sides, self.objects, strict=True):
+        for side, obj in zip(self.sides(), self.objects, strict=True):
             out[side] = obj.cls
         return out
 
