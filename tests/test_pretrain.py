@@ -22,3 +22,22 @@ def test_frames_of_different_seeds_differ_and_label_their_objects():
     assert img_a.shape == (3, 48, 48) and lab_a.shape == (48, 48)
     assert not torch.equal(img_a, img_b)  # each pretraining epoch draws new clips (seed + epoch)
     assert int(lab_a.max()) <= a.classes and present_classes(lab_a[None], a.classes).sum() >= 1
+
+
+def test_build_default_takes_the_pretraining_length_from_the_command_line(capsys):
+    import argparse
+
+    from stgcma.cli import main
+    from stgcma.cli.build_default import add_arguments, recipe_of
+    from stgcma.train.default import DefaultRecipe
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    longer = recipe_of(parser.parse_args(["--pretrain-epochs", "16"]))
+    assert longer.pretrain_epochs == 16 and longer.pretrain_clips == DefaultRecipe().pretrain_clips
+    assert longer.tasks == DefaultRecipe().tasks  # only the pretraining changes
+    assert recipe_of(parser.parse_args([])).pretrain_epochs == DefaultRecipe().pretrain_epochs
+    scaled = recipe_of(parser.parse_args(["--scale", "0.01", "--pretrain-epochs", "3"]))
+    assert scaled.pretrain_epochs == 3 and scaled.pretrain_clips < DefaultRecipe().pretrain_clips
+    assert main(["build-default", "--pretrain-epochs", "0", "--out", "/nonexistent/never-written"]) == 2
+    assert "--pretrain-epochs must be at least 1" in capsys.readouterr().err
