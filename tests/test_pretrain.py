@@ -41,3 +41,4 @@ def test_build_default_takes_the_pretraining_length_from_the_command_line(capsys
     assert scaled.pretrain_epochs == 3 and scaled.pretrain_clips < DefaultRecipe().pretrain_clips
     assert main(["build-default", "--pretrain-epochs", "0", "--out", "/nonexistent/never-written"]) == 2
     assert "--pretrain-epochs must be at least 1" in capsys.readouterr().err
+    assert recipe_of(parser.parse_args(["--recipe", "cpu-long"])).pretrain_epochs == 2 * DefaultRecipe().pretrain_epochs
