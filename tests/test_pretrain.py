@@ -37,8 +37,10 @@ def test_build_default_takes_the_pretraining_length_from_the_command_line(capsys
     assert longer.pretrain_epochs == 16 and longer.pretrain_clips == DefaultRecipe().pretrain_clips
     assert longer.tasks == DefaultRecipe().tasks  # only the pretraining changes
     assert recipe_of(parser.parse_args([])).pretrain_epochs == DefaultRecipe().pretrain_epochs
+    assert recipe_of(parser.parse_args(["--recipe", "cpu-long"])).pretrain_epochs == 2 * DefaultRecipe().pretrain_epochs
     scaled = recipe_of(parser.parse_args(["--scale", "0.01", "--pretrain-epochs", "3"]))
     assert scaled.pretrain_epochs == 3 and scaled.pretrain_clips < DefaultRecipe().pretrain_clips
     assert main(["build-default", "--pretrain-epochs", "0", "--out", "/nonexistent/never-written"]) == 2
     assert "--pretrain-epochs must be at least 1" in capsys.readouterr().err
-    assert recipe_of(parser.parse_args(["--recipe", "cpu-long"])).pretrain_epochs == 2 * DefaultRecipe().pretrain_epochs
+    assert main(["build-default", "--pretrain-epochs", "16", "--skip-pretrain", "--out", "/nonexistent/x"]) == 2
+    assert "leave out" in capsys.readouterr().err

@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default="runs/default", help="training run folders")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--recipe", choices=["cpu", "cpu-long", "gpu"], default="cpu",
-                        help="cpu: sized for <= 90 min on a 2-core CPU; cpu-long: the larger settings the shipped "
-                        "heads were refitted with (about 2 h); gpu: ~10x the joint steps, bf16")
+                        help="cpu: sized for <= 90 min on a 2-core CPU; cpu-long: twice the pretraining and the "
+                        "larger settings the shipped heads were refitted with (about 2 h); gpu: ~10x the joint "
+                        "steps, bf16")
     parser.add_argument("--tasks", default="ave,avs,avqa", help="comma-separated tasks to (re)train")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the recipe (e.g. 0.05 for a smoke test)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
@@ -41,6 +42,8 @@ def recipe_of(args: argparse.Namespace) -> DefaultRecipe:
     if args.pretrain_epochs is not None:
         if args.pretrain_epochs < 1:
             raise UserError(f"--pretrain-epochs must be at least 1, got {args.pretrain_epochs}")
+        if args.skip_pretrain or args.refit_only:
+            raise UserError("--pretrain-epochs sets a pretraining that --skip-pretrain and --refit-only leave out")
         recipe = replace(recipe, pretrain_epochs=args.pretrain_epochs)
     return recipe
 
