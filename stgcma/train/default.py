@@ -22,9 +22,9 @@
 
 Three recipes: ``cpu`` (the default, the numbers above) is sized to rebuild in at most 90 minutes on
 this project's 2-core CPU: run whole on 2026-12-06 (noon, with the AVQA refit's layout map, heard
-loudness and side slots) it took 85 minutes; ``cpu-long`` pretrains twice as long (16 epochs: on
-2026-12-06 the ``cpu`` tasks on such a tower scored AVE 85.3%, AVS 0.576, AVQA 68.8% against 85.0%,
-0.558, 64.4%; 6 minutes more, past the 90) and has the larger joint AVS training and refits
+loudness and side slots) it took 85 minutes; ``cpu-long`` pretrains twice as long (16 epochs, about
+6 minutes more: the ``cpu`` tasks on such a tower scored as well or better, ``tried`` in quality.json)
+and has the larger joint AVS training and refits
 that the shipped heads were refitted with (AVE 6000 clips; AVS 28 epochs, refit 2500 clips x 6 epochs,
 which the shipped decoder then repeated with the detail branch on new clips; AVQA refit 3000 clips x 14
 epochs, which the shipped head then repeated with the column tokens, then the per-patch read-out, on new
