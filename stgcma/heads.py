@@ -28,9 +28,22 @@ TASKS = ("ave", "avs", "avqa")
 
 
 class TaskHead(nn.Module):
-    """Marker base class for task heads."""
+    """Base class for task heads.
+
+    A head that reads only a few vectors per segment (not the tokens themselves) says which in
+    :meth:`summarize`; its ``forward`` then also accepts ``feats = {"summary": ...}``, so a head refit
+    can cache those vectors instead of every token (``stgcma.train.head_refit.FeatureCache``).
+    """
 
     taps: list[int] | None = None
+
+    def summarize(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor] | None:
+        """The per-clip tensors (B, ...) the head reads of the encoder's features, or None when it reads
+        the tokens themselves."""
+        return None
+
+    def _summary(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
+        return feats["summary"] if "summary" in feats else self.summarize(feats, encoder)
 
 
 def _patch_tokens(tokens: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
@@ -80,11 +93,15 @@ class AVEHead(TaskHead):
         self.drop = nn.Dropout(dropout)
         self.fc2 = init_linear(nn.Linear(hidden, num_classes))
 
-    def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
+    def summarize(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         v, a = encoder.pooled(feats)  # (B, T, D) each
         if self.audio == "tokens":
             a = pooled_audio(feats, encoder)  # (B, T, 2D)
-        logits = self.fc2(self.drop(self.fc1(torch.cat([a, v], dim=-1))))  # (B, T, C)
+        return {"audio": a, "video": v}
+
+    def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
+        s = self._summary(feats, encoder)
+        logits = self.fc2(self.drop(self.fc1(torch.cat([s["audio"], s["video"]], dim=-1))))  # (B, T, C)
         return {"logits": logits}
 
 
@@ -116,12 +133,15 @@ class AVECountHead(TaskHead):
         self.see = _class_mlp(3 * dim, hidden, events, dropout)
         self.log_tau = nn.Parameter(torch.tensor(2.3))  # tau = 10: one second more of 10 moves pi by e
 
-    def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
+    def summarize(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         v, a = encoder.pooled(feats)  # (B, T, D) each
         if self.audio == "tokens":
             a = pooled_audio(feats, encoder)  # (B, T, 2D)
-        v = torch.cat([v, pooled_tokens(feats, encoder, "video")], dim=-1)  # (B, T, 3D)
-        log_both = (F.logsigmoid(self.hear(a)) + F.logsigmoid(self.see(v))).float()  # (B, T, K)
+        return {"audio": a, "video": torch.cat([v, pooled_tokens(feats, encoder, "video")], dim=-1)}  # (B, T, 3D)
+
+    def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
+        s = self._summary(feats, encoder)
+        log_both = (F.logsigmoid(self.hear(s["audio"])) + F.logsigmoid(self.see(s["video"]))).float()  # (B, T, K)
         log_pi = F.log_softmax(self.log_tau.exp() * log_both.exp().mean(dim=1), dim=-1)  # (B, K)
         log_event = log_pi.unsqueeze(1) + log_both  # (B, T, K)
         rest = (1 - log_event.exp().sum(dim=-1, keepdim=True)).clamp_min(1e-6)  # (B, T, 1)

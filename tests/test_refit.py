@@ -46,14 +46,21 @@ def test_refit_trains_the_head_only_and_writes_a_loadable_checkpoint(tmp_path):
     assert float(rows[summary["best_epoch"]]["select"]) == max(float(r["select"]) for r in rows)
 
 
-def test_feature_cache_gives_the_head_what_the_encoder_gives_it(tmp_path):
+@pytest.mark.parametrize("head", [[], ["head.ave_count=true", "head.ave_audio=tokens"]], ids=["segment", "count"])
+def test_feature_cache_gives_the_head_what_the_encoder_gives_it(tmp_path, head):
+    """Both AVE heads read a few vectors per segment: the cache keeps those (TaskHead.summarize), no token."""
     from stgcma.data.spec import build_dataset
     from stgcma.train.tasks import task_inputs
 
     source = save_task_checkpoints(tmp_path / "ckpt", tasks=("ave",)) / "ave"
-    model, _ = load_model(source)
+    model, _ = load_model(source, overrides=head or None, fresh_prefix="head." if head else None)
+    model.eval()
     data = build_dataset("synthav:seed=0,n=3", "ave", "val", model.config.preprocess)
     cache = FeatureCache(model, data, "ave", 2, torch.device("cpu"))
+    assert cache.video is None and cache.audio is None and len(cache) == 3
+    T, D = model.config.preprocess.num_segments, model.encoder.embed_dim
+    widths = {"audio": 2 * D if head else D, "video": 3 * D if head else D}
+    assert {k: tuple(v.shape) for k, v in cache.summary.items()} == {k: (3, T, w) for k, w in widths.items()}
     feats, batch = cache.batch(torch.tensor([2, 0]), torch.device("cpu"))
     with torch.no_grad():
         cached = model.forward_head(feats, **task_inputs("ave", batch))["logits"]

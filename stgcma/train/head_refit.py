@@ -1,19 +1,22 @@
 """Refit a trained model's task head on cached encoder features.
 
-Joint training pays for the encoder (frozen backbone + adapters) on every step, so on a CPU an
-AVQA head sees few questions: the CPU recipe's 400 joint steps show each of SynthAV's 28 question
-templates about 900 times, and a head needs tens of thousands of examples per template to bind
-question words to what the clip holds. Here the encoder is frozen: each training clip is encoded
-ONCE (final tokens only, stored in half precision), and the head alone trains on those features for
-many epochs, with many questions per clip. A head step costs a small fraction of a joint step.
+Joint training pays for the encoder (frozen backbone + adapters) on every step, so on a CPU an AVQA head
+sees few questions: the CPU recipe's 400 joint steps show each of SynthAV's 28 question templates about 900
+times, and a head needs tens of thousands of examples per template to bind question words to what the clip
+holds. Here the encoder is frozen: each training clip is encoded ONCE (what its head reads of the final
+features, in half precision), and the head alone trains on those features for many epochs, with many
+questions per clip. A head step costs a small fraction of a joint step.
 
-Every task's head can be refitted. AVE and AVQA heads read the final tokens; the AVS decoder also
-reads the video tokens of its tapped blocks, which are cached beside them with each frame's ground-truth
-mask (for the embedded default at 112 px about 0.4 MB a 5-segment clip, so 4000 clips fit in 2 GB), and,
-for a decoder with a detail branch (``head.avs_detail``), the input frames (another 0.4 MB). The
-last block's tap is not stored: the decoder reads the final (normed) tokens for it instead.
-The refitted checkpoint keeps the source's encoder weights and its world statistics (``stgcma.ood``
-reads the encoder, not the head), and is selected on validation like any run.
+Every task's head can be refitted. A head that reads only a few vectors per segment (both AVE heads: the
+class tokens and the [mean, max] of the patch tokens) is cached as those vectors (``TaskHead.summarize``):
+about 19 kB a 10-segment clip for the embedded default instead of 0.4 MB of tokens, so a refit's clip count
+is bounded by encoding time, not memory. AVQA heads read the final tokens; the AVS decoder also reads the
+video tokens of its tapped blocks, which are cached beside them with each frame's ground-truth mask (for the
+embedded default at 112 px about 0.4 MB a 5-segment clip, so 4000 clips fit in 2 GB), and, for a decoder
+with a detail branch (``head.avs_detail``), the input frames (another 0.4 MB). The last block's tap is not
+stored: the decoder reads the final (normed) tokens for it instead. The refitted checkpoint keeps the
+source's encoder weights and its world statistics (``stgcma.ood`` reads the encoder, not the head), and is
+selected on validation like any run.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ class RefitConfig:
 
 
 class FeatureCache:
-    """Final encoder tokens of a dataset's clips (half precision) with the task's targets, batch by batch."""
+    """What the head reads of a dataset's clips, encoded once (half precision), with the task's targets:
+    the head's summary vectors where it has one (``TaskHead.summarize``), else the final tokens."""
 
     def __init__(self, model: torch.nn.Module, dataset: Any, task: str, batch_size: int, device: torch.device,
                  num_workers: int = 0, progress: bool = False) -> None:
@@ -94,6 +98,7 @@ class FeatureCache:
             if layout.sides:
                 optional.append("side_class")  # int64 (3,) a clip
         video, audio, targets, qtypes = [], [], {k: [] for k in keys + optional}, []
+        summary: dict[str, list[torch.Tensor]] = {}  # head.summarize's tensors, (B, ...) each
         taps: list[list[torch.Tensor]] = []  # per tapped block, (B, T, Nv, D) video tokens (AVS decoder)
         last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
         unused = tapped.index(last) if last in tapped else -1  # the AVS decoder's last tap: not stored
@@ -103,8 +108,13 @@ class FeatureCache:
             for batch in tqdm(loader, desc="encode", disable=not progress, leave=False):
                 feats = model.forward_features(batch["video"].to(device), batch["audio"].to(device))
                 B, T = feats["batch"], feats["frames"]
-                video.append(feats["video"].reshape(B, T, *feats["video"].shape[1:]).half().cpu())  # (B, T, Nv, D)
-                audio.append(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]).half().cpu())  # (B, T, Na, D)
+                vectors = model.head.summarize(feats, model.encoder)
+                if vectors is not None:  # the head reads these alone: no token is kept
+                    for name, x in vectors.items():
+                        summary.setdefault(name, []).append(x.half().cpu())
+                else:
+                    video.append(feats["video"].reshape(B, T, *feats["video"].shape[1:]).half().cpu())  # (B, T, Nv, D)
+                    audio.append(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]).half().cpu())  # (B, T, Na, D)
                 for k, (xv, _, _) in enumerate(feats["intermediates"]):
                     if k == len(taps):
                         taps.append([])
@@ -126,7 +136,10 @@ class FeatureCache:
         self.task, self.frames = task, T
         self.grid_v, self.grid_a = feats["grid_v"], feats["grid_a"]
         self.tap_grids = [grid for _, _, grid in feats["intermediates"]]
-        self.video, self.audio = torch.cat(video), torch.cat(audio)
+        self.summary = {name: torch.cat(chunks) for name, chunks in summary.items()}
+        self.video = torch.cat(video) if video else None
+        self.audio = torch.cat(audio) if audio else None
+        self.count = sum(len(x) for x in next(iter(summary.values()), video))
         self.taps = [torch.cat(chunks) if chunks else None for chunks in taps]
         self.frames_in = None if frames_in is None else torch.cat(frames_in)
         self.targets = {k: torch.cat(v) for k, v in targets.items() if v}
@@ -135,10 +148,14 @@ class FeatureCache:
         self.qtypes = qtypes
 
     def __len__(self) -> int:
-        return len(self.video)
+        return self.count
 
     def batch(self, index: torch.Tensor, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
         """(features as the head reads them, batch of targets) for clip indices ``index``."""
+        if self.summary:
+            feats = {"summary": {name: x[index].to(device).float() for name, x in self.summary.items()},
+                     "batch": len(index), "frames": self.frames}
+            return feats, self._targets(index, device)
         v, a = self.video[index].to(device).float(), self.audio[index].to(device).float()
         taps = [(None if x is None else x[index].to(device).float().flatten(0, 1), None, grid)  # (B*T, Nv_k, D_k)
                 for x, grid in zip(self.taps, self.tap_grids, strict=True)]  # no audio needed
@@ -146,12 +163,15 @@ class FeatureCache:
                  "intermediates": taps, "batch": len(index), "frames": self.frames}  # tokens (B*T, N, D)
         if self.frames_in is not None:
             feats["frames_in"] = self.frames_in[index].to(device).float().flatten(0, 1)  # (B*T, 3, S, S)
+        return feats, self._targets(index, device)
+
+    def _targets(self, index: torch.Tensor, device: torch.device) -> dict[str, Any]:
         batch = move({k: t[index] for k, t in self.targets.items()}, device)
         if "mask" in batch:
             batch["mask"] = batch["mask"].float()
         if self.qtypes:
             batch["qtype"] = [self.qtypes[i] for i in index.tolist()]
-        return feats, batch
+        return batch
 
 
 def _named_right(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
