@@ -227,3 +227,18 @@ def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_targets_it_learns_f
     assert all(0.0 <= row["side_accuracy"] <= 1.0 for row in summary["curve"])
     after, _ = load_model(tmp_path / "r" / "best")
     assert after.config.head.avqa_layout_classes == 14 and after.head.layout.levels == 3 and after.head.layout.sides
+
+
+def test_feature_rows_fill_one_preallocated_tensor():
+    """The cache writes each stream into one (N, ...) tensor (no chunk list to fragment the heap), in the
+    dtype it asks for; a stream never added stays None."""
+    from stgcma.train.head_refit import _Rows
+
+    rows = _Rows(5, torch.half)
+    rows.add(torch.ones(2, 3))
+    rows.add(torch.full((2, 3), 2.0))
+    out = rows.tensor()
+    assert out.dtype == torch.half and out.shape == (4, 3)
+    assert out[:2].eq(1).all() and out[2:].eq(2).all()
+    assert rows.data.data_ptr() == out.data_ptr(), "the rows were copied, not written in place"
+    assert _Rows(3).tensor() is None

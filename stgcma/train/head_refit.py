@@ -22,6 +22,7 @@ selected on validation like any run.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -76,6 +77,49 @@ class RefitConfig:
         return self
 
 
+def _release_free_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere a no-op).
+
+    Encoding thousands of batches frees large temporaries between the small tensors it keeps, and glibc
+    keeps the freed pages: before this, a 40000-clip AVE refit peaked at 22 GiB of RSS for 0.8 GB of
+    cached vectors (the main process grew about 0.5 MB a clip).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the process's own symbols: libc's where it is glibc
+    except (AttributeError, OSError):
+        return None
+
+
+class _Rows:
+    """Per-clip tensors, batch by batch, written into one (N, ...) tensor allocated at the first batch:
+    thousands of small chunks kept alive between each batch's large temporaries fragment the heap, one
+    allocation per stream does not."""
+
+    def __init__(self, n: int, dtype: torch.dtype | None = None) -> None:
+        self.n, self.dtype = n, dtype
+        self.data: torch.Tensor | None = None
+        self.filled = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        if self.data is None:
+            self.data = torch.empty((self.n, *x.shape[1:]), dtype=self.dtype or x.dtype)
+        self.data[self.filled:self.filled + len(x)] = x
+        self.filled += len(x)
+
+    def tensor(self) -> torch.Tensor | None:
+        """The rows added, (filled, ...), or None when none was."""
+        return None if self.data is None else self.data[:self.filled]
+
+
 class FeatureCache:
     """What the head reads of a dataset's clips, encoded once (half precision), with the task's targets:
     the head's summary vectors where it has one (``TaskHead.summarize``), else the final tokens."""
@@ -97,31 +141,35 @@ class FeatureCache:
                 optional.append("sound_level")  # uint8 (T, K) a clip
             if layout.sides:
                 optional.append("side_class")  # int64 (3,) a clip
-        video, audio, targets, qtypes = [], [], {k: [] for k in keys + optional}, []
-        summary: dict[str, list[torch.Tensor]] = {}  # head.summarize's tensors, (B, ...) each
-        taps: list[list[torch.Tensor]] = []  # per tapped block, (B, T, Nv, D) video tokens (AVS decoder)
+        n = len(dataset)
+        video, audio, qtypes = _Rows(n), _Rows(n), []  # final tokens, (N, T, N_v or N_a, D)
+        targets = {k: _Rows(n, torch.half if k == "mask" else None) for k in keys + optional}  # AVS masks in half
+        summary: dict[str, _Rows] = {}  # head.summarize's tensors, (N, ...) each
+        taps: list[_Rows] = []  # per tapped block, (N, T, Nv, D) video tokens (AVS decoder)
         last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
         unused = tapped.index(last) if last in tapped else -1  # the AVS decoder's last tap: not stored
-        frames_in: list[torch.Tensor] | None = [] if getattr(model.head, "detail", None) is not None else None
+        frames_in = _Rows(n) if getattr(model.head, "detail", None) is not None else None
         model.eval()
         with torch.no_grad():
-            for batch in tqdm(loader, desc="encode", disable=not progress, leave=False):
+            for step, batch in enumerate(tqdm(loader, desc="encode", disable=not progress, leave=False)):
+                if step % 25 == 0:
+                    _release_free_heap()
                 feats = model.forward_features(batch["video"].to(device), batch["audio"].to(device))
                 B, T = feats["batch"], feats["frames"]
                 vectors = model.head.summarize(feats, model.encoder)
                 if vectors is not None:  # the head reads these alone: no token is kept
                     for name, x in vectors.items():
-                        summary.setdefault(name, []).append(x.half().cpu())
+                        summary.setdefault(name, _Rows(n)).add(x.half().cpu())
                 else:
-                    video.append(feats["video"].reshape(B, T, *feats["video"].shape[1:]).half().cpu())  # (B, T, Nv, D)
-                    audio.append(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]).half().cpu())  # (B, T, Na, D)
+                    video.add(feats["video"].reshape(B, T, *feats["video"].shape[1:]).half().cpu())  # (B, T, Nv, D)
+                    audio.add(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]).half().cpu())  # (B, T, Na, D)
                 for k, (xv, _, _) in enumerate(feats["intermediates"]):
                     if k == len(taps):
-                        taps.append([])
+                        taps.append(_Rows(n))
                     if k != unused:  # the decoder reads feats["video"] for the last block
-                        taps[k].append(xv.reshape(B, T, *xv.shape[1:]).half().cpu())  # (B, T, Nv_k, D_k)
+                        taps[k].add(xv.reshape(B, T, *xv.shape[1:]).half().cpu())  # (B, T, Nv_k, D_k)
                 if frames_in is not None:  # the AVS detail branch reads the input frames: (B, T, 3, S, S)
-                    frames_in.append(feats["frames_in"].reshape(B, T, *feats["frames_in"].shape[1:]).half().cpu())
+                    frames_in.add(feats["frames_in"].reshape(B, T, *feats["frames_in"].shape[1:]).half().cpu())
                 if layout is not None and "class_map" in batch:  # (B, T, rows, cols) uint8, not (B, T, S, S) pixels
                     batch["layout_target"] = layout_targets(batch["class_map"], feats["grid_v"],
                                                             classes=layout.classes).to(torch.uint8)
@@ -131,20 +179,18 @@ class FeatureCache:
                                      "labelled clips")
                 for k in targets:
                     if k in batch:
-                        targets[k].append(batch[k])
+                        targets[k].add(batch[k])
                 qtypes += batch.get("qtype", [])
+        _release_free_heap()
         self.task, self.frames = task, T
         self.grid_v, self.grid_a = feats["grid_v"], feats["grid_a"]
         self.tap_grids = [grid for _, _, grid in feats["intermediates"]]
-        self.summary = {name: torch.cat(chunks) for name, chunks in summary.items()}
-        self.video = torch.cat(video) if video else None
-        self.audio = torch.cat(audio) if audio else None
-        self.count = sum(len(x) for x in next(iter(summary.values()), video))
-        self.taps = [torch.cat(chunks) if chunks else None for chunks in taps]
-        self.frames_in = None if frames_in is None else torch.cat(frames_in)
-        self.targets = {k: torch.cat(v) for k, v in targets.items() if v}
-        if "mask" in self.targets:  # AVS masks in half precision: (N, T, S, S)
-            self.targets["mask"] = self.targets["mask"].half()
+        self.summary = {name: rows.tensor() for name, rows in summary.items()}
+        self.video, self.audio = video.tensor(), audio.tensor()
+        self.count = len(next(iter(self.summary.values()), self.video))
+        self.taps = [rows.tensor() for rows in taps]
+        self.frames_in = None if frames_in is None else frames_in.tensor()
+        self.targets = {k: t for k, rows in targets.items() if (t := rows.tensor()) is not None}
         self.qtypes = qtypes
 
     def __len__(self) -> int:
