@@ -100,9 +100,9 @@ def _malloc_trim() -> Any:
 
 
 class _Rows:
-    """Per-clip tensors, batch by batch, written into one (N, ...) tensor allocated at the first batch:
-    thousands of small chunks kept alive between each batch's large temporaries fragment the heap, one
-    allocation per stream does not."""
+    """Per-clip tensors, batch by batch, written (cast to ``dtype``, on the CPU) into one (N, ...) tensor
+    allocated at the first batch: thousands of small chunks kept alive between each batch's large
+    temporaries fragment the heap, one allocation per stream does not."""
 
     def __init__(self, n: int, dtype: torch.dtype | None = None) -> None:
         self.n, self.dtype = n, dtype
@@ -142,13 +142,13 @@ class FeatureCache:
             if layout.sides:
                 optional.append("side_class")  # int64 (3,) a clip
         n = len(dataset)
-        video, audio, qtypes = _Rows(n), _Rows(n), []  # final tokens, (N, T, N_v or N_a, D)
+        video, audio, qtypes = _Rows(n, torch.half), _Rows(n, torch.half), []  # final tokens, (N, T, N_v or N_a, D)
         targets = {k: _Rows(n, torch.half if k == "mask" else None) for k in keys + optional}  # AVS masks in half
-        summary: dict[str, _Rows] = {}  # head.summarize's tensors, (N, ...) each
+        summary: dict[str, _Rows] = {}  # head.summarize's tensors, (N, ...) each; features are kept in half precision
         taps: list[_Rows] = []  # per tapped block, (N, T, Nv, D) video tokens (AVS decoder)
         last, tapped = getattr(model.head, "last_block", None), getattr(model.head, "taps", None) or []
         unused = tapped.index(last) if last in tapped else -1  # the AVS decoder's last tap: not stored
-        frames_in = _Rows(n) if getattr(model.head, "detail", None) is not None else None
+        frames_in = _Rows(n, torch.half) if getattr(model.head, "detail", None) is not None else None
         model.eval()
         with torch.no_grad():
             for step, batch in enumerate(tqdm(loader, desc="encode", disable=not progress, leave=False)):
@@ -159,17 +159,17 @@ class FeatureCache:
                 vectors = model.head.summarize(feats, model.encoder)
                 if vectors is not None:  # the head reads these alone: no token is kept
                     for name, x in vectors.items():
-                        summary.setdefault(name, _Rows(n)).add(x.half().cpu())
+                        summary.setdefault(name, _Rows(n, torch.half)).add(x)
                 else:
-                    video.add(feats["video"].reshape(B, T, *feats["video"].shape[1:]).half().cpu())  # (B, T, Nv, D)
-                    audio.add(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]).half().cpu())  # (B, T, Na, D)
+                    video.add(feats["video"].reshape(B, T, *feats["video"].shape[1:]))  # (B, T, Nv, D)
+                    audio.add(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]))  # (B, T, Na, D)
                 for k, (xv, _, _) in enumerate(feats["intermediates"]):
                     if k == len(taps):
-                        taps.append(_Rows(n))
+                        taps.append(_Rows(n, torch.half))
                     if k != unused:  # the decoder reads feats["video"] for the last block
-                        taps[k].add(xv.reshape(B, T, *xv.shape[1:]).half().cpu())  # (B, T, Nv_k, D_k)
+                        taps[k].add(xv.reshape(B, T, *xv.shape[1:]))  # (B, T, Nv_k, D_k)
                 if frames_in is not None:  # the AVS detail branch reads the input frames: (B, T, 3, S, S)
-                    frames_in.add(feats["frames_in"].reshape(B, T, *feats["frames_in"].shape[1:]).half().cpu())
+                    frames_in.add(feats["frames_in"].reshape(B, T, *feats["frames_in"].shape[1:]))
                 if layout is not None and "class_map" in batch:  # (B, T, rows, cols) uint8, not (B, T, S, S) pixels
                     batch["layout_target"] = layout_targets(batch["class_map"], feats["grid_v"],
                                                             classes=layout.classes).to(torch.uint8)
