@@ -78,6 +78,15 @@ def _to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
+def _ave_vectors(feats: dict[str, Any], encoder: nn.Module, audio: str) -> dict[str, torch.Tensor]:
+    """An AVE head's per-segment inputs. audio: the audio class token (B, T, D), or with ``audio="tokens"``
+    the [mean, max] of its patch tokens (B, T, 2D); video: the video class token (B, T, D)."""
+    v, a = encoder.pooled(feats)  # (B, T, D) each
+    if audio == "tokens":
+        a = pooled_audio(feats, encoder)  # (B, T, 2D)
+    return {"audio": a, "video": v}
+
+
 class AVEHead(TaskHead):
     """Per-segment event classifier: concat [a, v] -> Linear(2D, 512) -> Dropout -> Linear(512, C).
 
@@ -94,10 +103,7 @@ class AVEHead(TaskHead):
         self.fc2 = init_linear(nn.Linear(hidden, num_classes))
 
     def summarize(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
-        v, a = encoder.pooled(feats)  # (B, T, D) each
-        if self.audio == "tokens":
-            a = pooled_audio(feats, encoder)  # (B, T, 2D)
-        return {"audio": a, "video": v}
+        return _ave_vectors(feats, encoder, self.audio)
 
     def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         s = self._summary(feats, encoder)
@@ -134,10 +140,9 @@ class AVECountHead(TaskHead):
         self.log_tau = nn.Parameter(torch.tensor(2.3))  # tau = 10: one second more of 10 moves pi by e
 
     def summarize(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
-        v, a = encoder.pooled(feats)  # (B, T, D) each
-        if self.audio == "tokens":
-            a = pooled_audio(feats, encoder)  # (B, T, 2D)
-        return {"audio": a, "video": torch.cat([v, pooled_tokens(feats, encoder, "video")], dim=-1)}  # (B, T, 3D)
+        """:func:`_ave_vectors`, with the [mean, max] of the video patch tokens beside the class token."""
+        s = _ave_vectors(feats, encoder, self.audio)
+        return {**s, "video": torch.cat([s["video"], pooled_tokens(feats, encoder, "video")], dim=-1)}  # (B, T, 3D)
 
     def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         s = self._summary(feats, encoder)
