@@ -242,3 +242,103 @@ def test_feature_rows_fill_one_preallocated_tensor():
     assert out[:2].eq(1).all() and out[2:].eq(2).all()
     assert rows.data.data_ptr() == out.data_ptr(), "the rows were copied, not written in place"
     assert _Rows(3).tensor() is None
+
+
+def _same_cache(a, b):
+    """Two FeatureCaches hold the same tensors, targets, grids and question types."""
+    assert (a.task, a.frames, len(a), a.grid_v, a.grid_a, a.tap_grids, a.qtypes) == \
+        (b.task, b.frames, len(b), b.grid_v, b.grid_a, b.tap_grids, b.qtypes)
+    pairs = [(a.summary, b.summary), (a.targets, b.targets)]
+    for x, y in pairs:
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    for name in ("video", "audio", "frames_in"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None and y is None) or torch.equal(x, y), name
+    assert [t is None for t in a.taps] == [t is None for t in b.taps]
+    assert all(x is None or torch.equal(x, y) for x, y in zip(a.taps, b.taps, strict=True))
+
+
+@pytest.mark.parametrize("task,spec,head", [
+    ("ave", "synthav:seed=0,n=3", ["head.ave_count=true", "head.ave_audio=tokens"]),
+    ("avs", "synthav:seed=0,n=3,mode=s4", ["head.avs_detail=true"]),
+    ("avqa", "synthav:seed=0,n=3,questions=2", []),
+], ids=["ave-summary", "avs-taps", "avqa-tokens"])
+def test_a_saved_feature_cache_loads_back_unchanged(tmp_path, task, spec, head):
+    from stgcma.data.spec import build_dataset
+
+    source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=(task,)) / task
+    model, meta = load_model(source, overrides=head or None, fresh_prefix="head." if head else None)
+    extra = {}
+    if task == "avqa":
+        from stgcma.data.vocab import Vocab
+
+        extra["question_vocab"] = Vocab(meta["question_vocab"], meta["question_max_len"])
+    data = build_dataset(spec, task, "train", model.config.preprocess, **extra)
+    cache = FeatureCache(model, data, task, 2, torch.device("cpu"))
+    cache.save(tmp_path / "c" / "x.safetensors")
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["x.safetensors"]  # no partial file left behind
+    loaded = FeatureCache.load(tmp_path / "c" / "x.safetensors")
+    _same_cache(cache, loaded)
+    index = torch.tensor([2, 0])
+    (f0, b0), (f1, b1) = cache.batch(index, torch.device("cpu")), loaded.batch(index, torch.device("cpu"))
+    with torch.no_grad():
+        from stgcma.train.tasks import task_inputs
+
+        torch.testing.assert_close(model.forward_head(f1, **task_inputs(task, b1))["logits"],
+                                   model.forward_head(f0, **task_inputs(task, b0))["logits"], atol=0, rtol=0)
+
+
+def test_a_second_refit_on_the_same_clips_reads_the_cache_instead_of_encoding(tmp_path, monkeypatch):
+    """``--cache DIR``: the first refit encodes and saves each dataset, a second one with other training
+    settings reads them back (encoding is refused here), and other clips or another checkpoint miss."""
+    import stgcma.train.head_refit as head_refit
+
+    source = save_task_checkpoints(tmp_path / "ckpt", tasks=("ave",)) / "ave"
+    cfg = RefitConfig(data="synthav:seed=0,n=4", val_data="synthav:seed=1,n=2", out=str(tmp_path / "r1"), epochs=1,
+                      batch_size=2, warmup_steps=1, cache_dir=str(tmp_path / "cache"))
+    torch.manual_seed(0)  # the test preset's trunk has no stored weights: each load draws it from the generator
+    first = refit_head(source, cfg, progress=False)
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(files) == 2 and files[0].startswith("ave-train-") and files[1].startswith("ave-val-")
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again although the cache holds these clips")
+
+    with monkeypatch.context() as m:
+        m.setattr(head_refit.FeatureCache, "__init__", no_encoding)
+        torch.manual_seed(0)
+        second = refit_head(source, dataclasses.replace(cfg, out=str(tmp_path / "r2"), lr=1e-4), progress=False)
+    assert second["curve"][0]["select"] == first["curve"][0]["select"]  # the same untrained head, the same clips
+    torch.manual_seed(0)
+    refit_head(source, dataclasses.replace(cfg, out=str(tmp_path / "r3"), data="synthav:seed=5,n=4"), progress=False)
+    assert len(list((tmp_path / "cache").iterdir())) == 3  # new training clips: one new file, val reused
+    from stgcma.checkpoint import save_checkpoint
+
+    model, meta = load_model(source)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if n.startswith("encoder.") and p.requires_grad).add_(0.1)
+    other = save_checkpoint(model, tmp_path / "other", meta)
+    torch.manual_seed(0)
+    refit_head(other, dataclasses.replace(cfg, out=str(tmp_path / "r4")), progress=False)
+    assert len(list((tmp_path / "cache").iterdir())) == 5  # another encoder: both datasets encoded again
+
+
+def test_weight_averaging_keeps_the_mean_head_only_when_it_scores_higher(tmp_path):
+    from stgcma.train.head_refit import _mean_state
+
+    a, b = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(2)}, {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(7)}
+    mean = _mean_state([a, b])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0])) and int(mean["n"]) == 7
+    with pytest.raises(ConfigError, match="average_last"):
+        RefitConfig(epochs=2, average_last=3).check()
+
+    source = save_task_checkpoints(tmp_path / "ckpt", tasks=("ave",)) / "ave"
+    cfg = RefitConfig(data="synthav:seed=0,n=4", val_data="synthav:seed=1,n=2", out=str(tmp_path / "r"), epochs=3,
+                      batch_size=2, warmup_steps=1, average_last=2)
+    summary = refit_head(source, cfg, progress=False)
+    averaged = summary["averaged"]
+    assert averaged["epochs"] == [2, 3] and 0.0 <= averaged["select"] <= 1.0
+    best_single = max(r["select"] for r in summary["curve"])
+    assert summary["val_select"] == max(best_single, averaged["select"])
+    assert summary["weights"] == ("mean of epochs 2-3" if averaged["select"] > best_single
+                                  else f"epoch {summary['best_epoch']}")

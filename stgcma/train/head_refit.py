@@ -17,14 +17,27 @@ with a detail branch (``head.avs_detail``), the input frames (another 0.4 MB). T
 stored: the decoder reads the final (normed) tokens for it instead. The refitted checkpoint keeps the
 source's encoder weights and its world statistics (``stgcma.ood`` reads the encoder, not the head), and is
 selected on validation like any run.
+
+``cache_dir`` keeps each encoded dataset on disk (``FeatureCache.save``), under a key of everything the
+features depend on: the data spec and split, the model's config, the question vocabulary and a hash of the
+encoder's weights. A second refit of the same checkpoint on the same clips (another learning rate, weight
+decay or number of epochs) then starts training at once instead of encoding again: for the embedded
+default's AVE head, 40000 clips are 55 minutes of encoding on the 2-core CPU and 0.8 GB on disk.
+
+``average_last`` (K > 1) also evaluates the mean of the head's weights at the ends of the last K epochs
+(stochastic weight averaging, Izmailov et al. 2018), which is selected when it scores higher on validation
+than every single epoch: once the validation score has flattened, the epochs' heads differ mostly by the
+noise of their last steps, which the mean cancels.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +76,8 @@ class RefitConfig:
     device: str = "cpu"
     num_workers: int = 0
     head_overrides: list[str] = field(default_factory=list)  # "head.KEY=VALUE"; added modules start fresh
+    cache_dir: str | None = None  # encoded datasets kept here and reused (FeatureCache.save / load)
+    average_last: int = 0  # > 1: also try the mean of the head's weights over the last K epochs
 
     def check(self) -> RefitConfig:
         for name in ("epochs", "batch_size"):
@@ -72,6 +87,8 @@ class RefitConfig:
             if not item.startswith("head.") or "=" not in item:
                 raise ConfigError(f"refit changes only the head's config (head.KEY=VALUE), got {item!r}: "
                                   "the encoder's features are computed with the checkpoint's own settings")
+        if self.average_last < 0 or self.average_last > self.epochs:
+            raise ConfigError(f"refit average_last must lie in [0, epochs={self.epochs}], got {self.average_last}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"refit min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         return self
@@ -196,6 +213,42 @@ class FeatureCache:
     def __len__(self) -> int:
         return self.count
 
+    def save(self, path: Path) -> None:
+        """Write the cache to one safetensors file, atomically (a killed save leaves no file behind)."""
+        from safetensors.torch import save_file
+
+        tensors = {f"summary.{k}": x for k, x in self.summary.items()}
+        tensors.update({f"target.{k}": x for k, x in self.targets.items()})
+        tensors.update({f"tap.{k}": x for k, x in enumerate(self.taps) if x is not None})
+        for name in ("video", "audio", "frames_in"):
+            if getattr(self, name) is not None:
+                tensors[name] = getattr(self, name)
+        meta = {"task": self.task, "frames": self.frames, "count": self.count, "grid_v": self.grid_v,
+                "grid_a": self.grid_a, "tap_grids": self.tap_grids, "taps": len(self.taps), "qtypes": self.qtypes}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(partial), metadata={"cache": json.dumps(meta)})
+        os.replace(partial, path)
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureCache:
+        """A cache written by :meth:`save`."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["cache"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        cache = cls.__new__(cls)
+        cache.task, cache.frames, cache.count = meta["task"], meta["frames"], meta["count"]
+        cache.qtypes = meta["qtypes"]
+        cache.grid_v, cache.grid_a = tuple(meta["grid_v"]), tuple(meta["grid_a"])
+        cache.tap_grids = [tuple(g) for g in meta["tap_grids"]]
+        cache.summary = {k.split(".", 1)[1]: x for k, x in tensors.items() if k.startswith("summary.")}
+        cache.targets = {k.split(".", 1)[1]: x for k, x in tensors.items() if k.startswith("target.")}
+        cache.taps = [tensors.get(f"tap.{k}") for k in range(meta["taps"])]
+        cache.video, cache.audio, cache.frames_in = (tensors.get(k) for k in ("video", "audio", "frames_in"))
+        return cache
+
     def batch(self, index: torch.Tensor, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
         """(features as the head reads them, batch of targets) for clip indices ``index``."""
         if self.summary:
@@ -218,6 +271,44 @@ class FeatureCache:
         if self.qtypes:
             batch["qtype"] = [self.qtypes[i] for i in index.tolist()]
         return batch
+
+
+def _cache_key(model: torch.nn.Module, spec: str, split: str, vocab: Any) -> str:
+    """A hash of everything a cached dataset's features depend on."""
+    from dataclasses import asdict as as_dict
+
+    digest = hashlib.sha256()
+    for name, x in sorted(model.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    about = {"format": 1, "spec": spec, "split": split, "config": as_dict(model.config),
+             "vocab": None if vocab is None else [vocab.words, vocab.max_len],
+             "encoder": digest.hexdigest()}
+    return hashlib.sha256(json.dumps(about, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _encoded(model: torch.nn.Module, spec: str, split: str, dataset: Any, cfg: RefitConfig, device: torch.device,
+             progress: bool, vocab: Any = None) -> FeatureCache:
+    """The dataset's FeatureCache: read from ``cfg.cache_dir`` when an identical one was saved, else encoded
+    (and saved there when ``cache_dir`` is set)."""
+    path = None
+    if cfg.cache_dir:
+        key = _cache_key(model, spec, split, vocab)
+        path = Path(cfg.cache_dir) / f"{model.config.head.task}-{split}-{key}.safetensors"
+        if path.is_file():
+            if progress:
+                print(f"refit: {split} features read from {path}", flush=True)
+            return FeatureCache.load(path)
+    cache = FeatureCache(model, dataset, model.config.head.task, 8, device, cfg.num_workers, progress)
+    if path is not None:
+        cache.save(path)
+    return cache
+
+
+def _mean_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts (integer tensors: the last one's)."""
+    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(x.dtype) if x.is_floating_point() else x
+            for k, x in states[-1].items()}
 
 
 def _named_right(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -289,8 +380,9 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
         raise ConfigError(f"{cfg.data} sounds at {world_levels} loudness levels, the head hears "
                           f"{layout.levels} (head.avqa_sound_levels)")
     start = time.time()
-    train = FeatureCache(model, train_set, task, 8, device, cfg.num_workers, progress)
-    val = FeatureCache(model, val_set, task, 8, device, cfg.num_workers, progress)
+    vocab = extra.get("question_vocab")
+    train = _encoded(model, cfg.data, "train", train_set, cfg, device, progress, vocab)
+    val = _encoded(model, cfg.val_data or cfg.data, "val", val_set, cfg, device, progress, vocab)
     encode_seconds = time.time() - start
     torch.manual_seed(cfg.seed)
     head = model.head
@@ -312,6 +404,7 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
     first = _evaluate(model, val, device, cfg.batch_size)
     rows.append({"epoch": 0, "steps": 0, "train_loss": None, **first})  # no step taken yet
     best, best_state = first["select"], copy.deepcopy(head.state_dict())
+    last_states: list[dict[str, torch.Tensor]] = []  # the head at the ends of the last average_last epochs
     for epoch in range(1, cfg.epochs + 1):
         head.train()
         order = torch.randperm(len(train))
@@ -333,10 +426,23 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
                   f"val {metrics['select']:.4f}", flush=True)
         if metrics["select"] > best:
             best, best_state = metrics["select"], copy.deepcopy(head.state_dict())
-    head.load_state_dict(best_state)
+        if cfg.average_last > 1 and epoch > cfg.epochs - cfg.average_last:
+            last_states.append(copy.deepcopy(head.state_dict()))
     best_epoch = max(range(len(rows)), key=lambda i: (rows[i]["select"], -i))
+    weights, averaged = f"epoch {rows[best_epoch]['epoch']}", None
+    if last_states:
+        head.load_state_dict(_mean_state(last_states))
+        averaged = {"epochs": [cfg.epochs - len(last_states) + 1, cfg.epochs],
+                    **_evaluate(model, val, device, cfg.batch_size)}
+        if progress:
+            print(f"refit: mean of epochs {averaged['epochs'][0]}-{cfg.epochs}: val {averaged['select']:.4f}",
+                  flush=True)
+        if averaged["select"] > best:
+            best, best_state = averaged["select"], head.state_dict()
+            weights = f"mean of epochs {averaged['epochs'][0]}-{cfg.epochs}"
+    head.load_state_dict(best_state)
     refit_meta = {**asdict(cfg), "source": str(source), "fresh": meta.pop("fresh", []), "clips": len(train),
-                  "best_epoch": rows[best_epoch]["epoch"],
+                  "best_epoch": rows[best_epoch]["epoch"], "weights": weights, "averaged": averaged,
                   "val_select": best, "encode_seconds": encode_seconds, "seconds": time.time() - start}
     folder = save_checkpoint(model, out / "best", {**meta, "refit": refit_meta})
     carry_world_stats(meta["source"], folder)  # the encoder is unchanged, so are its world statistics
