@@ -117,6 +117,9 @@ class HeadConfig:
     # each class is both, so a class heard and seen for a while loses to the one heard and seen longest
     # (heads.AVECountHead). The per-segment head cannot tell them apart: it sees one second at a time
     ave_count: bool = False
+    # AVE counting head: each second's heard and seen logits also read their neighbours' and the clip's mean
+    # (a width-3 convolution over the segments and a map of the mean, zero-initialised; heads.SegmentContext)
+    ave_context: bool = False
     # AVS: add an audio-visual match map (last-block patch tokens . audio) to the mask logits, so a
     # silent object can be pushed below an equally object-like sounding one (heads.AVSMatch)
     avs_match: bool = False

@@ -45,6 +45,12 @@ class TaskHead(nn.Module):
     def _summary(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         return feats["summary"] if "summary" in feats else self.summarize(feats, encoder)
 
+    def reads(self) -> dict[str, Any] | None:
+        """What :meth:`summarize` depends on beside the encoder, when the head has a summary (a head refit
+        keys its disk cache with it, so a head option that changes only what is done with the summary
+        reuses the cache); None: the head's whole config counts."""
+        return None
+
 
 def _patch_tokens(tokens: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
     """Drop the ViT class token: (B*T, [1+]H*W, D) -> (B*T, H*W, D)."""
@@ -105,6 +111,9 @@ class AVEHead(TaskHead):
     def summarize(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         return _ave_vectors(feats, encoder, self.audio)
 
+    def reads(self) -> dict[str, Any]:
+        return {"summary": "ave", "audio": self.audio}
+
     def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         s = self._summary(feats, encoder)
         logits = self.fc2(self.drop(self.fc1(torch.cat([s["audio"], s["video"]], dim=-1))))  # (B, T, C)
@@ -129,28 +138,60 @@ class AVECountHead(TaskHead):
 
     ``logits`` are the log-probabilities (C = classes + background), so a softmax gives p back and the
     cross-entropy, the decoders and the app read them as they read :class:`AVEHead`'s logits.
+
+    ``context=True`` (``head.ave_context``) lets each second's heard and seen logits read their
+    neighbours' and the clip's (:class:`SegmentContext`), zero-initialised: a trained head gains it unchanged.
     """
 
-    def __init__(self, dim: int, hidden: int, num_classes: int, dropout: float, audio: str = "cls") -> None:
+    def __init__(self, dim: int, hidden: int, num_classes: int, dropout: float, audio: str = "cls",
+                 context: bool = False) -> None:
         super().__init__()
         self.audio = audio
         events = num_classes - 1
         self.hear = _class_mlp((2 if audio == "tokens" else 1) * dim, hidden, events, dropout)
         self.see = _class_mlp(3 * dim, hidden, events, dropout)
         self.log_tau = nn.Parameter(torch.tensor(2.3))  # tau = 10: one second more of 10 moves pi by e
+        self.hear_context = SegmentContext(events) if context else None
+        self.see_context = SegmentContext(events) if context else None
 
     def summarize(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         """:func:`_ave_vectors`, with the [mean, max] of the video patch tokens beside the class token."""
         s = _ave_vectors(feats, encoder, self.audio)
         return {**s, "video": torch.cat([s["video"], pooled_tokens(feats, encoder, "video")], dim=-1)}  # (B, T, 3D)
 
+    def reads(self) -> dict[str, Any]:
+        return {"summary": "ave_count", "audio": self.audio}
+
     def forward(self, feats: dict[str, Any], encoder: nn.Module) -> dict[str, torch.Tensor]:
         s = self._summary(feats, encoder)
-        log_both = (F.logsigmoid(self.hear(s["audio"])) + F.logsigmoid(self.see(s["video"]))).float()  # (B, T, K)
+        heard, seen = self.hear(s["audio"]), self.see(s["video"])  # (B, T, K) logits each
+        if self.hear_context is not None:
+            heard, seen = self.hear_context(heard), self.see_context(seen)
+        log_both = (F.logsigmoid(heard) + F.logsigmoid(seen)).float()  # (B, T, K)
         log_pi = F.log_softmax(self.log_tau.exp() * log_both.exp().mean(dim=1), dim=-1)  # (B, K)
         log_event = log_pi.unsqueeze(1) + log_both  # (B, T, K)
         rest = (1 - log_event.exp().sum(dim=-1, keepdim=True)).clamp_min(1e-6)  # (B, T, 1)
         return {"logits": torch.cat([log_event, rest.log()], dim=-1)}  # (B, T, K + 1)
+
+
+class SegmentContext(nn.Module):
+    """Per-segment class logits (B, T, K) plus what their neighbours and the whole clip say:
+    ``x + conv_t(x) + W mean_t(x)``, a width-3 convolution over the segments and a map of the clip's mean,
+    both across classes and zero-initialised (the identity at the start). A second's detector sees that
+    second alone; an instrument heard or seen in the seconds around it, or all clip long, is likelier there.
+    """
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.local = nn.Conv1d(classes, classes, 3, padding=1)
+        self.clip = nn.Linear(classes, classes)
+        for layer in (self.local, self.clip):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        local = self.local(x.transpose(1, 2)).transpose(1, 2)  # (B, K, T) -> (B, T, K)
+        return x + local + self.clip(x.mean(dim=1, keepdim=True))  # (B, T, K)
 
 
 def decode_ave(logits: torch.Tensor, mode: str = "segment") -> torch.Tensor:
@@ -1057,8 +1098,12 @@ def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
     """The head named by ``config.head.task`` (one of ``TASKS``)."""
     h = config.head
     if h.task == "ave":
-        head_type = AVECountHead if h.ave_count else AVEHead
-        return head_type(encoder.embed_dim, h.hidden, h.num_classes, h.dropout, h.ave_audio)
+        if h.ave_context and not h.ave_count:
+            raise ConfigError("head.ave_context refines the counting head's heard and seen logits: set "
+                              "head.ave_count=true too")
+        if h.ave_count:
+            return AVECountHead(encoder.embed_dim, h.hidden, h.num_classes, h.dropout, h.ave_audio, h.ave_context)
+        return AVEHead(encoder.embed_dim, h.hidden, h.num_classes, h.dropout, h.ave_audio)
     if h.task == "avs":
         return AVSHead(encoder, h.avs_channels, h.avs_audio_dim, match=h.avs_match, mask_width=h.avs_mask_width,
                        detail=h.avs_detail)

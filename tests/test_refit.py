@@ -342,3 +342,47 @@ def test_weight_averaging_keeps_the_mean_head_only_when_it_scores_higher(tmp_pat
     assert summary["val_select"] == max(best_single, averaged["select"])
     assert summary["weights"] == ("mean of epochs 2-3" if averaged["select"] > best_single
                                   else f"epoch {summary['best_epoch']}")
+
+
+def test_segment_context_starts_as_the_identity_and_then_reads_the_neighbours():
+    from stgcma.heads import SegmentContext
+
+    torch.manual_seed(0)
+    context, x = SegmentContext(4), torch.randn(2, 5, 4)
+    torch.testing.assert_close(context(x), x)  # zero-initialised: a trained head gains it unchanged
+    torch.nn.init.normal_(context.local.weight)
+    y = context(x)
+    shifted = x.clone()
+    shifted[:, 4] += 1.0  # the last second only
+    moved = (context(shifted) - y).abs().sum(-1)[0]  # (T,)
+    assert moved[3] > 0 and moved[4] > 0 and torch.all(moved[:3] == 0), "width 3: the neighbour moves, no other"
+    torch.nn.init.normal_(context.clip.weight)
+    moved = (context(shifted) - context(x)).abs().sum(-1)[0]
+    assert torch.all(moved > 0), "the clip's mean reaches every second"
+
+
+def test_a_counting_head_refit_can_add_segment_context_and_reuses_the_cached_features(tmp_path, monkeypatch):
+    """``--set head.ave_context=true`` changes what the head does with its summary, not the summary: a refit
+    with it reads the features a refit without it cached, and starts from the same validation score."""
+    import stgcma.train.head_refit as head_refit
+    from stgcma.checkpoint import CheckpointError
+
+    source = save_task_checkpoints(tmp_path / "ckpt", tasks=("ave",)) / "ave"
+    with pytest.raises(CheckpointError, match="head.ave_count=true too"):
+        load_model(source, overrides=["head.ave_context=true"], fresh_prefix="head.")
+    cfg = RefitConfig(data="synthav:seed=0,n=4", val_data="synthav:seed=1,n=2", out=str(tmp_path / "r1"), epochs=1,
+                      batch_size=2, warmup_steps=1, cache_dir=str(tmp_path / "cache"),
+                      head_overrides=["head.ave_count=true"])
+    torch.manual_seed(0)
+    refit_head(source, cfg, progress=False)
+    counted = tmp_path / "r1" / "best"
+    monkeypatch.setattr(head_refit.FeatureCache, "__init__", lambda *a, **k: pytest.fail("encoded again"))
+    torch.manual_seed(0)
+    first = refit_head(counted, dataclasses.replace(cfg, out=str(tmp_path / "r2"), head_overrides=[]), progress=False)
+    torch.manual_seed(0)
+    summary = refit_head(counted, dataclasses.replace(cfg, out=str(tmp_path / "r3"),
+                                                      head_overrides=["head.ave_context=true"]), progress=False)
+    assert summary["fresh"] and all(k.startswith(("head.hear_context.", "head.see_context.")) for k in summary["fresh"])
+    assert summary["curve"][0]["select"] == first["curve"][0]["select"]  # zero-initialised context: the same head
+    after, _ = load_model(tmp_path / "r3" / "best")
+    assert after.config.head.ave_context and after.head.hear_context is not None

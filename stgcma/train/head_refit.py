@@ -19,10 +19,12 @@ source's encoder weights and its world statistics (``stgcma.ood`` reads the enco
 selected on validation like any run.
 
 ``cache_dir`` keeps each encoded dataset on disk (``FeatureCache.save``), under a key of everything the
-features depend on: the data spec and split, the model's config, the question vocabulary and a hash of the
-encoder's weights. A second refit of the same checkpoint on the same clips (another learning rate, weight
-decay or number of epochs) then starts training at once instead of encoding again: for the embedded
-default's AVE head, 40000 clips are 55 minutes of encoding on the 2-core CPU and 0.8 GB on disk.
+features depend on: the data spec and split, the model's config (for a head that reads a summary, only what
+the summary depends on, ``TaskHead.reads``), the question vocabulary and a hash of the encoder's weights.
+A second refit of the same checkpoint on the same clips (another learning rate, weight decay, number of
+epochs, or a head option that changes only what is done with a summary) then starts training at once
+instead of encoding again: for the embedded default's AVE head, 40000 clips are 55 minutes of encoding on
+the 2-core CPU and 0.8 GB on disk.
 
 ``average_last`` (K > 1) also evaluates the mean of the head's weights at the ends of the last K epochs
 (stochastic weight averaging, Izmailov et al. 2018), which is selected when it scores higher on validation
@@ -281,7 +283,11 @@ def _cache_key(model: torch.nn.Module, spec: str, split: str, vocab: Any) -> str
     for name, x in sorted(model.encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    about = {"format": 1, "spec": spec, "split": split, "config": as_dict(model.config),
+    config = as_dict(model.config)
+    reads = model.head.reads()
+    if reads is not None:  # a summary head: only what its summary depends on
+        config["head"] = {**reads, "task": config["head"]["task"]}
+    about = {"format": 1, "spec": spec, "split": split, "config": config,
              "vocab": None if vocab is None else [vocab.words, vocab.max_len],
              "encoder": digest.hexdigest()}
     return hashlib.sha256(json.dumps(about, sort_keys=True, default=str).encode()).hexdigest()[:16]
