@@ -24,7 +24,8 @@ the summary depends on, ``TaskHead.reads``), the question vocabulary and a hash 
 A second refit of the same checkpoint on the same clips (another learning rate, weight decay, number of
 epochs, or a head option that changes only what is done with a summary) then starts training at once
 instead of encoding again: for the embedded default's AVE head, 40000 clips are 55 minutes of encoding on
-the 2-core CPU and 0.8 GB on disk.
+the 2-core CPU and 0.8 GB on disk. A dataset folder is keyed by its path, not its contents: after
+changing the clips in a folder, empty the cache.
 
 ``average_last`` (K > 1) also evaluates the mean of the head's weights at the ends of the last K epochs
 (stochastic weight averaging, Izmailov et al. 2018), which is selected when it scores higher on validation
