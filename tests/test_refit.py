@@ -48,7 +48,8 @@ def test_refit_trains_the_head_only_and_writes_a_loadable_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("head", [[], ["head.ave_count=true", "head.ave_audio=tokens"]], ids=["segment", "count"])
 def test_feature_cache_gives_the_head_what_the_encoder_gives_it(tmp_path, head):
-    """Both AVE heads read a few vectors per segment: the cache keeps those (TaskHead.summarize), no token."""
+    """Both AVE heads read a few vectors per segment: the cache keeps those (TaskHead.summarize), no token
+    (not even the tapped blocks' tokens that the encoder hands out: 0.2 MB a clip the head never reads)."""
     from stgcma.data.spec import build_dataset
     from stgcma.train.tasks import task_inputs
 
@@ -57,7 +58,7 @@ def test_feature_cache_gives_the_head_what_the_encoder_gives_it(tmp_path, head):
     model.eval()
     data = build_dataset("synthav:seed=0,n=3", "ave", "val", model.config.preprocess)
     cache = FeatureCache(model, data, "ave", 2, torch.device("cpu"))
-    assert cache.video is None and cache.audio is None and len(cache) == 3
+    assert cache.video is None and cache.audio is None and cache.taps == [] and len(cache) == 3
     T, D = model.config.preprocess.num_segments, model.encoder.embed_dim
     widths = {"audio": 2 * D if head else D, "video": 3 * D if head else D}
     assert {k: tuple(v.shape) for k, v in cache.summary.items()} == {k: (3, T, w) for k, w in widths.items()}

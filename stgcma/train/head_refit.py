@@ -183,7 +183,7 @@ class FeatureCache:
                 else:
                     video.add(feats["video"].reshape(B, T, *feats["video"].shape[1:]))  # (B, T, Nv, D)
                     audio.add(feats["audio"].reshape(B, T, *feats["audio"].shape[1:]))  # (B, T, Na, D)
-                for k, (xv, _, _) in enumerate(feats["intermediates"]):
+                for k, (xv, _, _) in enumerate(feats["intermediates"] if vectors is None else []):
                     if k == len(taps):
                         taps.append(_Rows(n, torch.half))
                     if k != unused:  # the decoder reads feats["video"] for the last block
@@ -204,7 +204,7 @@ class FeatureCache:
         _release_free_heap()
         self.task, self.frames = task, T
         self.grid_v, self.grid_a = feats["grid_v"], feats["grid_a"]
-        self.tap_grids = [grid for _, _, grid in feats["intermediates"]]
+        self.tap_grids = [grid for _, _, grid in feats["intermediates"]] if taps else []
         self.summary = {name: rows.tensor() for name, rows in summary.items()}
         self.video, self.audio = video.tensor(), audio.tensor()
         self.count = len(next(iter(self.summary.values()), self.video))
