@@ -276,31 +276,33 @@ class FeatureCache:
         return batch
 
 
-def _cache_key(model: torch.nn.Module, spec: str, split: str, vocab: Any) -> str:
-    """A hash of everything a cached dataset's features depend on."""
-    from dataclasses import asdict as as_dict
-
+def _encoder_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of the encoder's weights (frozen trunk and adapters): what every cached feature depends on."""
     digest = hashlib.sha256()
     for name, x in sorted(model.encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    config = as_dict(model.config)
+    return digest.hexdigest()
+
+
+def _cache_key(model: torch.nn.Module, encoder: str, spec: str, split: str, vocab: Any) -> str:
+    """A hash of everything a cached dataset's features depend on (``encoder``: :func:`_encoder_digest`)."""
+    config = asdict(model.config)
     reads = model.head.reads()
     if reads is not None:  # a summary head: only what its summary depends on
         config["head"] = {**reads, "task": config["head"]["task"]}
     about = {"format": 1, "spec": spec, "split": split, "config": config,
-             "vocab": None if vocab is None else [vocab.words, vocab.max_len],
-             "encoder": digest.hexdigest()}
+             "vocab": None if vocab is None else [vocab.words, vocab.max_len], "encoder": encoder}
     return hashlib.sha256(json.dumps(about, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _encoded(model: torch.nn.Module, spec: str, split: str, dataset: Any, cfg: RefitConfig, device: torch.device,
-             progress: bool, vocab: Any = None) -> FeatureCache:
+             progress: bool, vocab: Any, encoder: str | None) -> FeatureCache:
     """The dataset's FeatureCache: read from ``cfg.cache_dir`` when an identical one was saved, else encoded
-    (and saved there when ``cache_dir`` is set)."""
+    (and saved there when ``cache_dir`` is set; ``encoder`` is then the encoder's :func:`_encoder_digest`)."""
     path = None
     if cfg.cache_dir:
-        key = _cache_key(model, spec, split, vocab)
+        key = _cache_key(model, encoder, spec, split, vocab)
         path = Path(cfg.cache_dir) / f"{model.config.head.task}-{split}-{key}.safetensors"
         if path.is_file():
             if progress:
@@ -388,8 +390,9 @@ def refit_head(source: str | Path, cfg: RefitConfig, progress: bool = True) -> d
                           f"{layout.levels} (head.avqa_sound_levels)")
     start = time.time()
     vocab = extra.get("question_vocab")
-    train = _encoded(model, cfg.data, "train", train_set, cfg, device, progress, vocab)
-    val = _encoded(model, cfg.val_data or cfg.data, "val", val_set, cfg, device, progress, vocab)
+    encoder = _encoder_digest(model) if cfg.cache_dir else None  # once for both datasets' keys
+    train = _encoded(model, cfg.data, "train", train_set, cfg, device, progress, vocab, encoder)
+    val = _encoded(model, cfg.val_data or cfg.data, "val", val_set, cfg, device, progress, vocab, encoder)
     encode_seconds = time.time() - start
     torch.manual_seed(cfg.seed)
     head = model.head
