@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stgcma.inference import file_hash
+from stgcma.checkpoint import file_sha256
 from stgcma.media import MediaError, decode_clip
 
 log = logging.getLogger("stgcma.app")
@@ -83,5 +83,5 @@ def load_examples(folder: str | Path) -> list[Example]:
     if not listed:
         listed = [{"file": name} for name in sorted(clips)]
     return [Example(str(clips[e["file"]]), str(e.get("title") or Path(e["file"]).stem),
-                    str(e.get("caption") or ""), _questions(e.get("questions", [])), file_hash(clips[e["file"]]))
+                    str(e.get("caption") or ""), _questions(e.get("questions", [])), file_sha256(clips[e["file"]]))
             for e in listed]

@@ -14,7 +14,6 @@ AVQA looks at the whole clip at once: T segments sampled uniformly over it.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stgcma.checkpoint import CONFIG_NAME, CheckpointError, load_model, resolve_source
+from stgcma.checkpoint import CONFIG_NAME, CheckpointError, file_sha256, load_model, resolve_source
 from stgcma.heads import decode_ave
 from stgcma.media import DecodedClip, MediaLimits, clip_inputs, decode_clip, windows
 from stgcma.ood import STREAMS, capture, out_of_world_message, read_world_stats
@@ -88,15 +87,6 @@ def answer_mask(question: str, answers: list[str]) -> np.ndarray:
         objects = objects | place
     mask = {"yesno": yes_no, "count": number, "place": place, "object": objects}.get(kind, np.ones(len(answers), bool))
     return mask if mask.any() else np.ones(len(answers), bool)
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's content (the cache key of a clip)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -241,7 +231,7 @@ class Predictor:
     def load(self, path: str | Path, progress: Any = None) -> ClipState:
         """Decode ``path`` (or reuse the cached decode of identical content)."""
         path = str(path)
-        key = file_hash(path) if Path(path).is_file() else path
+        key = file_sha256(Path(path)) if Path(path).is_file() else path
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
