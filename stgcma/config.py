@@ -155,6 +155,9 @@ class HeadConfig:
     # objects) and compare the sides' loudness and duration (heads.LayoutReadout.side_slots); which class
     # stands at which side is supervised by SynthAV's scenes (item ``side_class``, train.layout_weight)
     avqa_side_slots: bool = False
+    # AVQA with a layout map: name each patch's class also from its mean over the clip and its 3 x 3
+    # neighbourhood (an MLP whose logits add to the map's Linear, zero-initialised; heads.LayoutRefine)
+    avqa_layout_refine: bool = False
 
 
 @dataclass

@@ -46,9 +46,10 @@ class TaskHead(nn.Module):
         return feats["summary"] if "summary" in feats else self.summarize(feats, encoder)
 
     def reads(self) -> dict[str, Any] | None:
-        """What :meth:`summarize` depends on beside the encoder, when the head has a summary (a head refit
-        keys its disk cache with it, so a head option that changes only what is done with the summary
-        reuses the cache); None: the head's whole config counts."""
+        """What a head refit's cached features of this head depend on beside the encoder: a summary head's
+        summary settings, or what a token-reading head's cache keeps beside the tokens. The refit keys its
+        disk cache with it, so a head option that changes only what is done with the features reuses
+        the cache; None: the head's whole config counts."""
         return None
 
 
@@ -756,6 +757,36 @@ def layout_targets(class_map: torch.Tensor, grid: tuple[int, int], classes: int 
     return target.reshape(B, T, *grid)
 
 
+class LayoutRefine(nn.Module):
+    """A second opinion on each patch's class for the layout map (``head.avqa_layout_refine``).
+
+    ``LayoutReadout.classify`` is one Linear on a patch token of one frame: a 16-px patch that holds a
+    third of an instrument, in a frame where the player may have drifted half a patch. Here an MLP reads
+    the patch token beside the same patch's mean over the clip's segments (SynthAV's objects drift
+    around a rest position) and the mean of its 3 x 3 neighbourhood of those time means (an instrument
+    straddles patches), and adds its logits to the Linear's. The last layer is zero-initialised, so a
+    trained head keeps its map until the new weights learn.
+    """
+
+    def __init__(self, hidden: int, classes: int, width: int = 128) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.LayerNorm(3 * hidden), nn.Linear(3 * hidden, width), nn.GELU(),
+                                 nn.Linear(width, classes + 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """position-coded tokens (B, T, rows*cols, H) -> logits to add (B, T, rows*cols, K+1)."""
+        B, T, N, H = tokens.shape
+        rows, cols = grid
+        still = tokens.mean(dim=1)  # (B, N, H): each patch over the clip
+        around = F.avg_pool2d(still.transpose(1, 2).reshape(B, H, rows, cols), 3, stride=1, padding=1,
+                              count_include_pad=False)  # (B, H, rows, cols)
+        around = around.flatten(2).transpose(1, 2)  # (B, N, H)
+        context = torch.cat([still, around], dim=-1)[:, None].expand(-1, T, -1, -1)  # (B, T, N, 2H)
+        return self.mlp(torch.cat([tokens, context], dim=-1))  # (B, T, N, K+1)
+
+
 class LayoutReadout(nn.Module):
     """A per-patch class map, trained on SynthAV's class maps, read by the question: what stands where.
 
@@ -780,7 +811,8 @@ class LayoutReadout(nn.Module):
       right).
 
     Both reach the fused vector through ``out``, zero-initialised: a trained head keeps its answers
-    until the new weights learn.
+    until the new weights learn. With ``refine=True`` a ``LayoutRefine`` adds its logits to the
+    Linear's: each patch is also named from its mean over the clip and its neighbourhood.
 
     With ``levels=L`` the loudness is supervised too: ``hear`` names, per segment and class, silence or
     one of L loudness levels (``sound_logits`` (B, T, K, L+1), trained against SynthAV's ``sound_level``).
@@ -810,12 +842,13 @@ class LayoutReadout(nn.Module):
     """
 
     def __init__(self, hidden: int, classes: int, width: int = 64, bins: int = 8, heard: int = 4,
-                 levels: int = 0, sides: bool = False) -> None:
+                 levels: int = 0, sides: bool = False, refine: bool = False) -> None:
         super().__init__()
         if sides and not levels:
             raise ValueError("side slots read the heard loudness: set levels too")
         self.classes, self.bins, self.heard_dim, self.levels, self.sides = classes, bins, heard, levels, sides
         self.classify = nn.Linear(hidden, classes + 1)
+        self.refine = LayoutRefine(hidden, classes) if refine else None
         self.heard = nn.Sequential(nn.LayerNorm(2 * hidden), nn.Linear(2 * hidden, classes * heard))
         self.lookup = nn.Linear(hidden, classes)
         self.loudness = nn.Linear(hidden, heard)
@@ -893,6 +926,8 @@ class LayoutReadout(nn.Module):
         B, Q, _ = q.shape
         T, (rows, cols), K = tokens.shape[1], grid, self.classes
         logits = self.classify(tokens)  # (B, T, N, K+1)
+        if self.refine is not None:
+            logits = logits + self.refine(tokens, grid)
         probs = logits.softmax(-1)[..., 1:].reshape(B, T, rows, cols, K)
         m = probs.amax(dim=(1, 2)).transpose(1, 2)  # (B, K, cols): how likely each class stands in each column
         m = F.adaptive_max_pool1d(m, self.bins)  # (B, K, bins): any grid's columns, resampled to fixed places
@@ -980,7 +1015,7 @@ class AVQAHead(TaskHead):
     def __init__(self, dim: int, hidden: int, answers: int, vocab_size: int, embed_dim: int, heads: int = 4,
                  layers: int = 2, dropout: float = 0.1, readout: bool = False, readout_order: bool = False,
                  columns: bool = False, patch_readout: bool = False, layout_classes: int = 0,
-                 sound_levels: int = 0, side_slots: bool = False) -> None:
+                 sound_levels: int = 0, side_slots: bool = False, layout_refine: bool = False) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, hidden)
@@ -1008,8 +1043,14 @@ class AVQAHead(TaskHead):
         self.readout = QuestionReadout(hidden, order=readout_order) if readout else None
         self.columns = ColumnTokens(hidden, heads) if columns else None
         self.patch_readout = PatchReadout(hidden) if patch_readout else None
-        self.layout = (LayoutReadout(hidden, layout_classes, levels=sound_levels, sides=side_slots)
-                       if layout_classes > 0 else None)
+        self.layout = (LayoutReadout(hidden, layout_classes, levels=sound_levels, sides=side_slots,
+                                     refine=layout_refine) if layout_classes > 0 else None)
+
+    def reads(self) -> dict[str, Any]:
+        """The head reads the encoder's final tokens, whatever its options; a refit's cache also keeps the
+        targets of its layout map (per-patch classes for K classes, heard levels, sides) when it has one."""
+        layout = self.layout
+        return {"tokens": "final", "layout": None if layout is None else [layout.classes, layout.levels, layout.sides]}
 
     def segment_inputs(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio vectors (B, T, H) and position-coded visual patch tokens (B, T, N, H)."""
@@ -1113,11 +1154,14 @@ def build_head(config: ModelConfig, encoder: nn.Module) -> TaskHead:
         if h.avqa_sound_levels and h.avqa_layout_classes <= 0:
             raise ConfigError("head.avqa_sound_levels hears each class of the layout map: set "
                               "head.avqa_layout_classes too")
+        if h.avqa_layout_refine and h.avqa_layout_classes <= 0:
+            raise ConfigError("head.avqa_layout_refine refines the layout map: set head.avqa_layout_classes too")
         if h.avqa_side_slots and not h.avqa_sound_levels:
             raise ConfigError("head.avqa_side_slots reads the heard loudness at each side: set "
                               "head.avqa_sound_levels (and head.avqa_layout_classes) too")
         return AVQAHead(encoder.embed_dim, h.hidden, h.avqa_answers, h.avqa_vocab_size, h.avqa_embed,
                         readout=h.avqa_readout, readout_order=h.avqa_readout_order, columns=h.avqa_columns,
                         patch_readout=h.avqa_patch_readout, layout_classes=h.avqa_layout_classes,
-                        sound_levels=h.avqa_sound_levels, side_slots=h.avqa_side_slots)
+                        sound_levels=h.avqa_sound_levels, side_slots=h.avqa_side_slots,
+                        layout_refine=h.avqa_layout_refine)
     raise ConfigError(f"unknown task {h.task!r}; expected one of {', '.join(TASKS)}")

@@ -521,6 +521,39 @@ def test_side_slots_read_the_layout_map_as_ranks_among_the_objects():
     assert lay.classify.weight.grad.abs().sum() > 0 and lay.presence.grad.abs().sum() > 0
 
 
+def test_layout_refine_starts_as_the_map_it_refines_and_then_reads_the_clip_and_the_neighbours():
+    """``head.avqa_layout_refine``: zero-initialised, the refined map is the Linear's map; once trained, a
+    patch's class depends on the same patch in other segments and on its neighbours, not on far patches."""
+    with pytest.raises(ConfigError, match="avqa_layout_classes"):
+        _model("vit-test", "avqa", **{"head.avqa_layout_refine": True})
+    plain, refined = LayoutReadout(32, 5, levels=3).eval(), LayoutReadout(32, 5, levels=3, refine=True).eval()
+    refined.load_state_dict(plain.state_dict(), strict=False)
+    q, tokens, audio = torch.randn(2, 3, 32), torch.randn(2, 4, 9, 32), torch.randn(2, 4, 32)  # a 3 x 3 grid
+    with torch.no_grad():
+        for layout in (plain, refined):
+            layout.out.weight.normal_(generator=torch.Generator().manual_seed(0))
+        before, after = plain(q, tokens, audio, (3, 3)), refined(q, tokens, audio, (3, 3))
+        torch.testing.assert_close(after[0], before[0])
+        torch.testing.assert_close(after[1]["layout_logits"], before[1]["layout_logits"])
+        refined.refine.mlp[-1].weight.normal_()  # as if trained
+        wide = torch.randn(1, 2, 25, 32)  # a 5 x 5 grid
+
+        def patch_logits(x: torch.Tensor) -> torch.Tensor:  # patch (0, 0) of segment 0: (K+1,)
+            return refined.refine(x, (5, 5))[0, 0, 0]
+
+        base = patch_logits(wide)
+        for segment, patch, reaches in ((1, 0, True), (0, 6, True), (1, 6, True), (0, 12, False), (1, 24, False)):
+            moved = wide.clone()
+            moved[0, segment, patch] += 1.0
+            assert (not torch.allclose(patch_logits(moved), base)) == reaches, (segment, patch)
+
+    model = _model("vit-test", "avqa", **{"head.avqa_layout_classes": 5, "head.avqa_layout_refine": True}).train()
+    video, audio = random_inputs(model.config)
+    out = model(video, audio, question=_question())
+    layout_loss(out["layout_logits"], torch.randint(0, 6, out["layout_logits"][:, :, 0].shape)).backward()
+    assert model.head.layout.refine.mlp[-1].weight.grad.abs().sum() > 0
+
+
 def test_layout_targets_name_small_objects_and_leave_slivers_to_the_backdrop():
     """A patch is the object class covering most of it when that covers >= 1/8 of it: a 4 x 4 object
     in a 16-px patch (1/16) is backdrop, a 6 x 6 one (36/256) names its patch, and of two objects in

@@ -230,6 +230,36 @@ def test_an_avqa_refit_can_add_the_layout_map_and_caches_the_targets_it_learns_f
     assert after.config.head.avqa_layout_classes == 14 and after.head.layout.levels == 3 and after.head.layout.sides
 
 
+def test_an_avqa_refit_adding_a_head_option_reads_the_cached_tokens(tmp_path, monkeypatch):
+    """An AVQA head reads the encoder's final tokens whatever its options, so a refit that adds one
+    (``head.avqa_layout_refine``) reads the tokens a refit without it cached; a head with another layout
+    map misses, since its cache keeps other targets."""
+    import stgcma.train.head_refit as head_refit
+
+    source = save_task_checkpoints(tmp_path / "ckpt", data="synthav:seed=0,n=8", tasks=("avqa",)) / "avqa"
+    layout = ["head.avqa_layout_classes=14", "head.avqa_sound_levels=3"]
+    cfg = RefitConfig(data="synthav:seed=0,n=4,questions=2", val_data="synthav:seed=1,n=2", out=str(tmp_path / "r1"),
+                      epochs=1, batch_size=2, warmup_steps=1, cache_dir=str(tmp_path / "cache"), head_overrides=layout)
+    torch.manual_seed(0)
+    refit_head(source, cfg, progress=False)
+    mapped = tmp_path / "r1" / "best"
+    with monkeypatch.context() as m:
+        m.setattr(head_refit.FeatureCache, "__init__", lambda *a, **k: pytest.fail("encoded again"))
+        torch.manual_seed(0)
+        first = refit_head(mapped, dataclasses.replace(cfg, out=str(tmp_path / "r2"), head_overrides=[]),
+                           progress=False)
+        torch.manual_seed(0)
+        refined = refit_head(mapped, dataclasses.replace(cfg, out=str(tmp_path / "r3"),
+                                                         head_overrides=["head.avqa_layout_refine=true"]),
+                             progress=False)
+    assert refined["fresh"] and all(k.startswith("head.layout.refine.") for k in refined["fresh"])
+    assert refined["curve"][0]["select"] == first["curve"][0]["select"]  # zero-initialised: the same answers
+    torch.manual_seed(0)
+    refit_head(mapped, dataclasses.replace(cfg, out=str(tmp_path / "r4"), head_overrides=["head.avqa_side_slots=true"]),
+               progress=False)
+    assert len(list((tmp_path / "cache").iterdir())) == 4  # side targets kept too: both datasets encoded again
+
+
 def test_feature_rows_fill_one_preallocated_tensor():
     """The cache writes each stream into one (N, ...) tensor (no chunk list to fragment the heap), in the
     dtype it asks for; a stream never added stays None."""

@@ -19,10 +19,11 @@ source's encoder weights and its world statistics (``stgcma.ood`` reads the enco
 selected on validation like any run.
 
 ``cache_dir`` keeps each encoded dataset on disk (``FeatureCache.save``), under a key of everything the
-features depend on: the data spec and split, the model's config (for a head that reads a summary, only what
-the summary depends on, ``TaskHead.reads``), the question vocabulary and a hash of the encoder's weights.
+features depend on: the data spec and split, the model's config (for a head that says what its features
+depend on, ``TaskHead.reads``, only that instead of the head's config: the AVE heads' summary settings,
+the AVQA head's layout targets), the question vocabulary and a hash of the encoder's weights.
 A second refit of the same checkpoint on the same clips (another learning rate, weight decay, number of
-epochs, or a head option that changes only what is done with a summary) then starts training at once
+epochs, or a head option that changes only what is done with the features) then starts training at once
 instead of encoding again: for the embedded default's AVE head, 40000 clips are 55 minutes of encoding on
 the 2-core CPU and 0.8 GB on disk. A dataset folder is keyed by its path, not its contents: after
 changing the clips in a folder, empty the cache.
@@ -289,7 +290,7 @@ def _cache_key(model: torch.nn.Module, encoder: str, spec: str, split: str, voca
     """A hash of everything a cached dataset's features depend on (``encoder``: :func:`_encoder_digest`)."""
     config = asdict(model.config)
     reads = model.head.reads()
-    if reads is not None:  # a summary head: only what its summary depends on
+    if reads is not None:  # only what the head's cached features depend on
         config["head"] = {**reads, "task": config["head"]["task"]}
     about = {"format": 1, "spec": spec, "split": split, "config": config,
              "vocab": None if vocab is None else [vocab.words, vocab.max_len], "encoder": encoder}
