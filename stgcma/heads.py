@@ -47,9 +47,9 @@ class TaskHead(nn.Module):
 
     def reads(self) -> dict[str, Any] | None:
         """What a head refit's cached features of this head depend on beside the encoder: a summary head's
-        summary settings, or what a token-reading head's cache keeps beside the tokens. The refit keys its
-        disk cache with it, so a head option that changes only what is done with the features reuses
-        the cache; None: the head's whole config counts."""
+        summary settings, or which tokens a token-reading head reads. The refit keys its disk cache with it,
+        so a head option that changes only what is done with the features reuses the cache; None: the
+        head's whole config counts."""
         return None
 
 
@@ -1047,10 +1047,9 @@ class AVQAHead(TaskHead):
                                      refine=layout_refine) if layout_classes > 0 else None)
 
     def reads(self) -> dict[str, Any]:
-        """The head reads the encoder's final tokens, whatever its options; a refit's cache also keeps the
-        targets of its layout map (per-patch classes for K classes, heard levels, sides) when it has one."""
-        layout = self.layout
-        return {"tokens": "final", "layout": None if layout is None else [layout.classes, layout.levels, layout.sides]}
+        """The head reads the encoder's final tokens, whatever its options (which targets a refit's cache
+        keeps beside them is keyed by ``head_refit.extra_targets``)."""
+        return {"tokens": "final"}
 
     def segment_inputs(self, feats: dict[str, Any], encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Audio vectors (B, T, H) and position-coded visual patch tokens (B, T, N, H)."""

@@ -21,7 +21,8 @@ selected on validation like any run.
 ``cache_dir`` keeps each encoded dataset on disk (``FeatureCache.save``), under a key of everything the
 features depend on: the data spec and split, the model's config (for a head that says what its features
 depend on, ``TaskHead.reads``, only that instead of the head's config: the AVE heads' summary settings,
-the AVQA head's layout targets), the question vocabulary and a hash of the encoder's weights.
+for the AVQA head nothing: it reads the final tokens whatever its options), the extra targets the cache
+keeps (``extra_targets``), the question vocabulary and a hash of the encoder's weights.
 A second refit of the same checkpoint on the same clips (another learning rate, weight decay, number of
 epochs, or a head option that changes only what is done with the features) then starts training at once
 instead of encoding again: for the embedded default's AVE head, 40000 clips are 55 minutes of encoding on
@@ -141,6 +142,21 @@ class _Rows:
         return None if self.data is None else self.data[:self.filled]
 
 
+def extra_targets(model: torch.nn.Module) -> list[str]:
+    """The supervision beyond the task's labels, which only SynthAV gives, that a cache of this model's head
+    keeps: the AVQA layout map's per-patch classes (made once at encoding), with heard loudness its sound
+    levels (uint8 (T, K) a clip), with side slots the class at each side (int64 (3,) a clip)."""
+    layout = getattr(model.head, "layout", None)
+    if layout is None:
+        return []
+    keys = ["layout_target"]
+    if layout.levels:
+        keys.append("sound_level")
+    if layout.sides:
+        keys.append("side_class")
+    return keys
+
+
 class FeatureCache:
     """What the head reads of a dataset's clips, encoded once (half precision), with the task's targets:
     the head's summary vectors where it has one (``TaskHead.summarize``), else the final tokens."""
@@ -154,14 +170,8 @@ class FeatureCache:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=_collate(task),
                             num_workers=num_workers, worker_init_fn=worker_init if num_workers else None)
         keys = list(TARGET_KEYS[task])
-        optional = []  # supervision only SynthAV gives: kept when the clips carry it
+        optional = extra_targets(model)  # kept when the clips carry them
         layout = getattr(model.head, "layout", None)
-        if layout is not None:  # the AVQA layout map's: per-patch classes, made once here
-            optional.append("layout_target")
-            if layout.levels:
-                optional.append("sound_level")  # uint8 (T, K) a clip
-            if layout.sides:
-                optional.append("side_class")  # int64 (3,) a clip
         n = len(dataset)
         video, audio, qtypes = _Rows(n, torch.half), _Rows(n, torch.half), []  # final tokens, (N, T, N_v or N_a, D)
         targets = {k: _Rows(n, torch.half if k == "mask" else None) for k in keys + optional}  # AVS masks in half
@@ -292,7 +302,7 @@ def _cache_key(model: torch.nn.Module, encoder: str, spec: str, split: str, voca
     reads = model.head.reads()
     if reads is not None:  # only what the head's cached features depend on
         config["head"] = {**reads, "task": config["head"]["task"]}
-    about = {"format": 1, "spec": spec, "split": split, "config": config,
+    about = {"format": 1, "spec": spec, "split": split, "config": config, "targets": extra_targets(model),
              "vocab": None if vocab is None else [vocab.words, vocab.max_len], "encoder": encoder}
     return hashlib.sha256(json.dumps(about, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
