@@ -2,8 +2,8 @@
 
 On fresh SynthAV Music test clips: giving each clip another clip's frames changes many answers to
 visual questions, giving it another clip's soundtrack changes many answers to audio questions, and
-playing the clip backwards (both streams, segment order reversed) changes many answers to temporal
-questions. Mirroring the frames left to right turns many "left" answers into "right" and back (since
+playing the clip backwards (both streams, segment order reversed) changes the answers to temporal
+questions whose true answer changes, and mostly to the new truth. Mirroring the frames left to right turns many "left" answers into "right" and back (since
 the layout map of 2026-12-06). A head that read only the question, pooled the segments without
 knowing their order, or pooled the frame without knowing where things stand would change none."""
 
@@ -12,6 +12,7 @@ import torch
 
 from stgcma.checkpoint import DEFAULT_DIR, load_model
 from stgcma.data.spec import build_dataset
+from stgcma.data.synthav.questions import TEMPLATES, Facts, Question
 from stgcma.train.loop import _collate
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "avqa").is_dir(), reason="no embedded AVQA default")
@@ -31,6 +32,8 @@ def model_and_batch():
     assert list(data.answer_vocab) == list(meta["answer_vocab"])
     batch = _collate("avqa")([data[i] for i in range(N)])
     batch["answer_vocab"] = list(data.answer_vocab)
+    batch["scenes"] = [data.clip(i).scene for i in range(N)]
+    batch["vocab"], batch["names"] = vocab, data.object_names
     return model, batch
 
 
@@ -63,11 +66,50 @@ def test_other_clips_audio_changes_answers_to_audio_questions(model_and_batch):
     assert _share_changed(own, swapped, batch["qtype"], "Audio/") > 0.2
 
 
-def test_reversed_segment_order_changes_answers_to_temporal_questions(model_and_batch):
+def _temporal_questions(scene, names):
+    """Every temporal question of ``scene`` that has one answer forwards and one backwards:
+    (text, answer, answer of the reversed scene)."""
+    forwards, backwards = Facts(scene, names), Facts(scene.reversed(), names)
+    out = []
+    for template in (t for t in TEMPLATES if t.qtype == "Audio-Visual/Temporal"):
+        back: dict[tuple[str, ...], set[str]] = {}
+        for values, answer in template.candidates(backwards):
+            back.setdefault(values, set()).add(answer)
+        for values, answer in template.candidates(forwards):
+            if len(back.get(values, ())) == 1:
+                out.append((Question(template.qtype, template.text, values, answer).text, answer, *back[values]))
+    return out
+
+
+def test_reversed_segment_order_changes_the_temporal_answers_whose_truth_changes(model_and_batch):
+    """Every temporal question each fixture scene can ask, asked of the clip and of the clip played
+    backwards, scored against the scene's answers and the reversed scene's (``Scene.reversed``).
+
+    Only some temporal answers change backwards (about a fifth of the sampled ones; many have no
+    answer backwards, e.g. when two sounds then start together), so the share of answers that change
+    says little by itself. Calibrated instead: on questions whose true answer changes, a head blind to
+    the segment order gives one answer both ways, so it is right at most once (forwards + backwards
+    <= 1); and the answers it changes must be those whose truth changes, not noise over all of them."""
     model, batch = model_and_batch
-    own = _answers(model, batch["video"], batch["audio"], batch["question"])
-    backwards = _answers(model, batch["video"].flip(1), batch["audio"].flip(1), batch["question"])
-    assert _share_changed(own, backwards, batch["qtype"], "Audio-Visual/Temporal") > 0.2
+    asked = [_temporal_questions(scene, batch["names"]) for scene in batch["scenes"]]
+    width = max(len(rows) for rows in asked)
+    question = batch["question"][:, :1].repeat(1, width, 1)  # (N, width, L), spare rows ignored
+    for i, rows in enumerate(asked):
+        for j, (text, _, _) in enumerate(rows):
+            question[i, j] = batch["vocab"].encode(text)
+    own = _answers(model, batch["video"], batch["audio"], question)
+    backwards = _answers(model, batch["video"].flip(1), batch["audio"].flip(1), question)
+    vocab = batch["answer_vocab"]
+    tally = {True: [], False: []}  # truth changes -> [(changed, right forwards, right backwards)]
+    for i, rows in enumerate(asked):
+        for j, (_, forwards_truth, backwards_truth) in enumerate(rows):
+            tally[forwards_truth != backwards_truth].append(
+                (int(own[i, j] != backwards[i, j]), int(vocab[own[i, j]] == forwards_truth),
+                 int(vocab[backwards[i, j]] == backwards_truth)))
+    assert len(tally[True]) >= 40 and len(tally[False]) >= 40, "too few temporal questions to measure"
+    changing, staying = (torch.tensor(tally[k], dtype=torch.float).mean(0) for k in (True, False))
+    assert changing[1] + changing[2] > 1.0  # an order-blind head: at most 1
+    assert changing[0] > staying[0] + 0.15
 
 
 def test_mirrored_frames_mirror_the_answers_to_where_questions(model_and_batch):

@@ -98,6 +98,18 @@ def test_ave_label_is_event_exactly_when_visible_and_sounding(clips: list) -> No
     assert backgrounds > 0  # background seconds occur (silent, or heard while off screen)
 
 
+def test_reversed_scene_plays_the_segments_backwards_and_keeps_the_rest(clips: list) -> None:
+    for clip in clips[:50]:
+        s, r = clip.scene, clip.scene.reversed()
+        assert r.ave_labels() == s.ave_labels()[::-1]
+        assert r.sounding_classes() == s.sounding_classes()[::-1]
+        assert np.array_equal(r.sound_levels(), s.sound_levels()[::-1])
+        assert np.array_equal(r.side_classes(), s.side_classes())
+        assert r.reversed() == s
+    onsets = [Facts(c.scene, class_names(CFG.num_classes)).onsets for c in clips]
+    assert any(o != Facts(c.scene.reversed(), class_names(CFG.num_classes)).onsets for o, c in zip(onsets, clips, strict=True))
+
+
 def test_masks_cover_exactly_the_sounding_visible_objects(clips: list) -> None:
     times = segment_times(CFG.num_segments)
     for clip in clips[:20]:

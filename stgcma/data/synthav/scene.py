@@ -207,6 +207,14 @@ class Scene:
         """Indices of objects visible and sounding in segment ``t`` (those with an AVS mask)."""
         return [i for i, o in enumerate(self.objects) if o.visible[t] and o.sounding[t]]
 
+    def reversed(self) -> "Scene":
+        """The same scene with its segments in reverse order: who is visible and who sounds in segment
+        ``t`` is what was there in segment ``T - 1 - t``. Classes, places, sides and loudness stay, so
+        the questions about the reversed scene are the ones a clip played backwards should answer."""
+        objects = tuple(replace(o, visible=o.visible[::-1], sounding=o.sounding[::-1]) for o in self.objects)
+        distractors = tuple(replace(d, sounding=d.sounding[::-1]) for d in self.distractors)
+        return replace(self, objects=objects, distractors=distractors)
+
 
 def _interval(rng: np.random.Generator, T: int, min_len: int = 1) -> tuple[bool, ...]:
     length = int(rng.integers(min_len, T + 1))
