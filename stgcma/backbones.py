@@ -449,6 +449,7 @@ class SharedQKV:
 
         x, y: (B*T, N, D); qkv: (B*T, N, 3D); hidden: (B*T, N, h); scale: (B*T,) or None. ``handle``:
         the one given to ``attend_time_projected`` for this qkv (its backward pass then rebuilds qkv).
+        Without gradients qkv is overwritten with the result (the caller must not read qkv(x) again).
         """
         ln, proj = self.ln1, self.attn.qkv
         beta = ln.bias if ln.bias is not None else torch.zeros_like(ln.weight)
@@ -462,6 +463,10 @@ class SharedQKV:
         step = inv_sigma_y if scale is None else scale[:, None, None] * inv_sigma_y
         inputs = torch.cat([hidden * step, step, 1.0 - ratio], -1).to(qkv.dtype)  # (B*T, N, h+2)
         columns, ratio = columns.to(qkv.dtype), ratio.to(qkv.dtype)
+        if not torch.is_grad_enabled() and qkv.is_contiguous():
+            # Inference: qkv(x) is not read again, so qkv(y) overwrites it; no fresh (tokens, 3D) tensor.
+            qkv.mul_(ratio).view(-1, qkv.shape[-1]).addmm_(inputs.reshape(-1, inputs.shape[-1]), columns.T)
+            return qkv
         if handle is None:
             return torch.addcmul(F.linear(inputs, columns), qkv, ratio)
         return _Reproject.apply(qkv, inputs, columns, ratio, handle)

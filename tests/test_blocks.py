@@ -97,8 +97,8 @@ def _method_block(block, frozen, xv, xa, ctx):
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("name", ["vit-test", "clip-test", "swin-test"])
 def test_block_equals_the_method_written_out(name, training, shared, monkeypatch):
-    """The block's values and gradients are the method's, with one Q/K/V projection per stream
-    (``qkv_after_update``) and with the plain path a block takes when it is narrower than
+    """The block's values and gradients are the method's (values also without gradients), with one Q/K/V
+    projection per stream (``qkv_after_update``) and with the plain path a block takes when it is narrower than
     ``SharedQKV.min_width`` or LN1 is not a LayerNorm."""
     torch.manual_seed(0)
     trunk = build_trunk(BackboneConfig(name=name))
@@ -127,8 +127,12 @@ def test_block_equals_the_method_written_out(name, training, shared, monkeypatch
         loss = sum((o * torch.randn_like(o)).sum() for o in out)
         results.append((out, torch.autograd.grad(loss, [xv, xa, *block.parameters()])))
     (ours, our_grads), (method, method_grads) = results
-    for a, b in zip(ours, method, strict=True):
+    torch.manual_seed(1)
+    with torch.no_grad():  # inference overwrites qkv(x) with qkv(y) in place
+        inference = block.forward(frozen, xv, xa, ctx)
+    for a, b, c in zip(ours, method, inference, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(c, b, atol=2e-5, rtol=1e-4)
     for a, b in zip(our_grads, method_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4 * b.abs().max().item(), rtol=1e-4)
 

@@ -3,9 +3,10 @@
 On fresh SynthAV Music test clips: giving each clip another clip's frames changes many answers to
 visual questions, giving it another clip's soundtrack changes many answers to audio questions, and
 playing the clip backwards (both streams, segment order reversed) changes the answers to temporal
-questions whose true answer changes, and mostly to the new truth. Mirroring the frames left to right turns many "left" answers into "right" and back (since
-the layout map of 2026-12-06). A head that read only the question, pooled the segments without
-knowing their order, or pooled the frame without knowing where things stand would change none."""
+questions whose true answer changes, and not those whose truth stays. Mirroring the frames left to
+right turns many "left" answers into "right" and back (since the layout map of 2026-12-06). A head
+that read only the question, pooled the segments without knowing their order, or pooled the frame
+without knowing where things stand would change none, or could not be right both ways."""
 
 import pytest
 import torch

@@ -207,7 +207,7 @@ class Scene:
         """Indices of objects visible and sounding in segment ``t`` (those with an AVS mask)."""
         return [i for i, o in enumerate(self.objects) if o.visible[t] and o.sounding[t]]
 
-    def reversed(self) -> "Scene":
+    def reversed(self) -> Scene:
         """The same scene with its segments in reverse order: who is visible and who sounds in segment
         ``t`` is what was there in segment ``T - 1 - t``. Classes, places, sides and loudness stay, so
         the questions about the reversed scene are the ones a clip played backwards should answer."""
