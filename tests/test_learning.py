@@ -2,8 +2,8 @@
 
 Uses the embedded default's backbone (pretrained on SynthAV Music frames only), frozen, with fresh
 adapters and heads. Floors: the uniform guess for AVE, an all-empty mask for AVS, and for AVQA the
-best answer a model can give from the question alone (the majority answer of each exact question,
-counted on the training questions), which a head that ignores the clip cannot beat.
+best answer a model can give from the question alone (the majority answer per type, template or exact
+question, whichever scores highest, counted on other clips), which a head that ignores the clip cannot beat.
 """
 
 import csv
