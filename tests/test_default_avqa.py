@@ -13,7 +13,8 @@ import torch
 
 from stgcma.checkpoint import DEFAULT_DIR, load_model
 from stgcma.data.spec import build_dataset
-from stgcma.data.synthav.questions import TEMPLATES, Facts, Question
+from stgcma.data.synthav.bounds import avqa_oracle
+from stgcma.data.synthav.questions import TEMPLATES_BY_TYPE, Facts, Question
 from stgcma.train.loop import _collate
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DIR / "avqa").is_dir(), reason="no embedded AVQA default")
@@ -68,17 +69,16 @@ def test_other_clips_audio_changes_answers_to_audio_questions(model_and_batch):
 
 
 def _temporal_questions(scene, names):
-    """Every temporal question of ``scene`` that has one answer forwards and one backwards:
-    (text, answer, answer of the reversed scene)."""
-    forwards, backwards = Facts(scene, names), Facts(scene.reversed(), names)
+    """Every temporal question of ``scene`` that has one answer backwards too (``avqa_oracle`` of the
+    reversed scene): (text, answer, answer of the reversed scene)."""
+    facts, backwards = Facts(scene, names), scene.reversed()
     out = []
-    for template in (t for t in TEMPLATES if t.qtype == "Audio-Visual/Temporal"):
-        back: dict[tuple[str, ...], set[str]] = {}
-        for values, answer in template.candidates(backwards):
-            back.setdefault(values, set()).add(answer)
-        for values, answer in template.candidates(forwards):
-            if len(back.get(values, ())) == 1:
-                out.append((Question(template.qtype, template.text, values, answer).text, answer, *back[values]))
+    for template in TEMPLATES_BY_TYPE["Audio-Visual/Temporal"]:
+        for values, answer in template.candidates(facts):
+            question = Question(template.qtype, template.text, values, answer)
+            answer_backwards = avqa_oracle(question, backwards, names)
+            if answer_backwards is not None:
+                out.append((question.text, answer, answer_backwards))
     return out
 
 
