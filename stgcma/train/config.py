@@ -43,6 +43,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # the cosine schedule ends at lr * min_lr_ratio instead of 0
     checkpointing: bool = False  # activation checkpointing: recompute blocks in backward (memory mode)
     checkpoint_fraction: float = 1.0  # of the blocks recomputed when checkpointing (0.75: less time, more memory)
+    compile: bool = False  # torch.compile the training forward and backward: faster steps after a slow first one
     avg_from: int | None = None
     match_weight: float = 0.5
     avs_dice_weight: float = 0.0  # reference: BCE only; a soft-Dice term helps small models on small objects

@@ -259,6 +259,8 @@ def fit(cfg: TrainConfig, model_overrides: list[str] | None = None, resume: str 
             train_module = torch.nn.parallel.DistributedDataParallel(
                 loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=True)
+        if cfg.compile:  # the first step pays the compilation; evaluation and checkpoints use the eager model
+            train_module = torch.compile(train_module)
 
         start_epoch, best, avg_sum, avg_count, best_epoch = 1, -math.inf, None, 0, 0
         state_path = run / STATE_NAME
