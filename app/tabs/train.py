@@ -127,7 +127,9 @@ class TrainTab:
                                                "checkpoint_fraction=0.75 in the settings recomputes 3 blocks "
                                                "in 4")
                 self.settings = gr.Textbox(label="More settings (key=value, space separated)",
-                                           placeholder="warmup_epochs=1 adapter.temporal=false")
+                                           placeholder="warmup_epochs=1 adapter.temporal=false",
+                                           info="compile=true: torch.compile, faster steps after a slow first "
+                                                "one (minutes on a CPU)")
                 self.name = gr.Textbox(label="Run name (optional)", placeholder="ave-ratio-0.125")
                 self.launch = gr.Button("Launch", variant="primary")
             with gr.Column(scale=2):
