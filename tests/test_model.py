@@ -267,7 +267,7 @@ def test_bench_train_reports_every_variant_and_the_ratios():
     from stgcma.benchmarks import TRAIN_VARIANTS, bench_train
 
     result = bench_train("vit-test", batch=1, steps=1, rounds=1)
-    assert set(result["variants"]) == set(TRAIN_VARIANTS)
+    assert set(result["variants"]) == set(TRAIN_VARIANTS) | {"lavish_matched"}
     for row in result["variants"].values():
         assert row["step_seconds"] > 0 and row["trainable"] > 0
     rows = result["variants"]
@@ -276,6 +276,24 @@ def test_bench_train_reports_every_variant_and_the_ratios():
     assert result["checkpointing_3_4_memory_ratio"] == (rows["stgcma_checkpointing_3_4"]["peak_bytes"]
                                                         / rows["stgcma"]["peak_bytes"])
     assert rows["linear_probe"]["trainable"] < rows["stgcma"]["trainable"] < rows["full_finetune"]["trainable"]
+    # LAVISH at the preset's ratio trains fewer parameters; widened, as many as STG-CMA (within 5%)
+    assert rows["lavish"]["trainable"] < rows["stgcma"]["trainable"]
+    assert 1.0 <= rows["lavish_matched"]["trainable"] / rows["stgcma"]["trainable"] <= 1.05
+    assert result["train_step_ratio_vs_lavish_matched"] == (rows["stgcma"]["step_seconds"]
+                                                            / rows["lavish_matched"]["step_seconds"])
+
+
+def test_lavish_matched_to_stgcma_parameters_on_swin():
+    """Swin has one ratio per stage: every stage is widened by the same factor."""
+    from stgcma.benchmarks import _trainable_count, lavish_matched_overrides
+
+    overrides = lavish_matched_overrides("swin-test")
+    base = create_model("swin-test", {"backbone.pretrained": None}).config.adapter.ratio
+    assert overrides["adapter.method"] == "lavish" and len(overrides["adapter.ratio"]) == len(base)
+    factors = {round(r / b, 6) for r, b in zip(overrides["adapter.ratio"], base, strict=True)}
+    assert len(factors) == 1 and factors.pop() > 1
+    target = _trainable_count("swin-test", {})
+    assert target <= _trainable_count("swin-test", overrides) <= 1.05 * target
 
 
 def test_torch_compile_traces_the_shared_projection(monkeypatch):

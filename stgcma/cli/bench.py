@@ -78,15 +78,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        width = max(24, *(len(k) for k in result))
         for key, value in result.items():
             if isinstance(value, dict):
-                print(f"{key:24s} " + ", ".join(f"{k}: {v:.2f}" for k, v in value.items()))
+                print(f"{key:{width}s} " + ", ".join(f"{k}: {v:.2f}" for k, v in value.items()))
                 continue
             if isinstance(value, str | int):
-                print(f"{key:24s} {value}")
+                print(f"{key:{width}s} {value}")
                 continue
             unit = "" if "ratio" in key or key in ("segments", "clips", "size", "batch") else " s"
-            print(f"{key:24s} {value:8.4f}{unit}")
+            print(f"{key:{width}s} {value:8.4f}{unit}")
     return 0
 
 
