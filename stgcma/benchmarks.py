@@ -168,8 +168,9 @@ def lavish_matched_overrides(preset: str) -> dict[str, object]:
     """LAVISH widened to at least STG-CMA's trainable parameters on ``preset``.
 
     With the preset's bottleneck ratio LAVISH trains fewer parameters than STG-CMA (1.88M vs 3.53M on
-    CLIP-B/16 Tiny). This scales every stage's ratio by one factor, the smallest (to 0.5%) that gives
-    LAVISH as many trainable parameters as STG-CMA or more: the comparison at equal parameters.
+    CLIP-B/16 Tiny). This scales every stage's ratio by one factor, the first (in steps of 0.2% up from
+    just below a linear estimate) that gives LAVISH 1x to 1.05x STG-CMA's trainable parameters: the
+    comparison at equal parameters.
     """
     from stgcma.model import create_model
 
