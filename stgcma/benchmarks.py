@@ -308,41 +308,62 @@ def train_step_worker(preset: str, overrides: dict[str, object], batch: int, ste
     return {"step_seconds": min(seconds), "peak_bytes": int(peak), "trainable": sum(p.numel() for p in params)}
 
 
+TRAIN_RATIOS: dict[str, tuple[str, str, str]] = {  # name -> (variant, over variant, measure)
+    "train_step_ratio_vs_lavish": ("stgcma", "lavish", "step_seconds"),
+    "train_step_ratio_vs_lavish_matched": ("stgcma", "lavish_matched", "step_seconds"),
+    "train_memory_ratio_vs_full_ft": ("stgcma", "full_finetune", "peak_bytes"),
+    "checkpointing_memory_ratio": ("stgcma_checkpointing", "stgcma", "peak_bytes"),
+    "checkpointing_time_ratio": ("stgcma_checkpointing", "stgcma", "step_seconds"),
+    "checkpointing_3_4_memory_ratio": ("stgcma_checkpointing_3_4", "stgcma", "peak_bytes"),
+    "checkpointing_3_4_time_ratio": ("stgcma_checkpointing_3_4", "stgcma", "step_seconds"),
+    "compiled_step_ratio": ("stgcma_compiled", "stgcma", "step_seconds"),
+}
+
+
+def train_variant_names(compile: bool = False) -> list[str]:
+    """The variants ``bench_train`` times, in its order."""
+    return [*TRAIN_VARIANTS, "lavish_matched", *(["stgcma_compiled"] if compile else [])]
+
+
 def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, rounds: int = 2,
-                device: str = "cpu", compile: bool = False) -> dict:
+                device: str = "cpu", compile: bool = False, only: list[str] | None = None) -> dict:
     """Training-step time and peak memory of STG-CMA vs LAVISH (at the preset's ratio, and widened to
     STG-CMA's trainable parameters: :func:`lavish_matched_overrides`), the linear probe, full fine-tuning
     and STG-CMA with activation checkpointing of every block and of 3 blocks in 4 (and, with
-    ``compile``, STG-CMA through ``torch.compile``):
-    one fresh process per variant and round, rounds interleaved, minimum kept. Returns per-variant
-    numbers and the ratios."""
+    ``compile``, STG-CMA through ``torch.compile``); ``only``: just these variants.
+
+    One fresh process per variant and round; rounds interleaved, every other one in reverse order (so
+    a drift of the machine's speed weighs on no variant more than another); the minimum is kept, and
+    each round's step time listed (``round_seconds``). Returns per-variant numbers and the ratios
+    (:data:`TRAIN_RATIOS`) whose two variants were both timed."""
     import json
     import subprocess
     import sys
 
-    variants = {**TRAIN_VARIANTS, "lavish_matched": lavish_matched_overrides(preset),
-                **({"stgcma_compiled": {"compile": True}} if compile else {})}
+    names = train_variant_names(compile)
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"no training variant {unknown}; options: {names}")
+    names = [n for n in names if only is None or n in only]
+    overrides = {**TRAIN_VARIANTS, "stgcma_compiled": {"compile": True}}
+    if "lavish_matched" in names:
+        overrides["lavish_matched"] = lavish_matched_overrides(preset)
     rows: dict[str, dict] = {}
-    for _ in range(rounds):
-        for name, overrides in variants.items():
-            payload = json.dumps({"preset": preset, "overrides": overrides, "batch": batch, "steps": steps,
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            payload = json.dumps({"preset": preset, "overrides": overrides[name], "batch": batch, "steps": steps,
                                   "device": device})
             done = subprocess.run([sys.executable, "-m", "stgcma.benchmarks", payload], capture_output=True,
                                   text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
-            best = rows.setdefault(name, row)
+            best = rows.setdefault(name, {**row, "round_seconds": []})
+            best["round_seconds"].append(row["step_seconds"])
             best["step_seconds"] = min(best["step_seconds"], row["step_seconds"])
             best["peak_bytes"] = min(best["peak_bytes"], row["peak_bytes"])
-    s, m = ({k: v[key] for k, v in rows.items()} for key in ("step_seconds", "peak_bytes"))
-    extra = {"compiled_step_ratio": s["stgcma_compiled"] / s["stgcma"]} if compile else {}
-    return {"preset": preset, "batch": batch, "device": device, "variants": rows, **extra,
-            "train_step_ratio_vs_lavish": s["stgcma"] / s["lavish"],
-            "train_step_ratio_vs_lavish_matched": s["stgcma"] / s["lavish_matched"],
-            "train_memory_ratio_vs_full_ft": m["stgcma"] / m["full_finetune"],
-            "checkpointing_memory_ratio": m["stgcma_checkpointing"] / m["stgcma"],
-            "checkpointing_time_ratio": s["stgcma_checkpointing"] / s["stgcma"],
-            "checkpointing_3_4_memory_ratio": m["stgcma_checkpointing_3_4"] / m["stgcma"],
-            "checkpointing_3_4_time_ratio": s["stgcma_checkpointing_3_4"] / s["stgcma"]}
+    rows = {n: rows[n] for n in names}
+    ratios = {key: rows[a][measure] / rows[b][measure] for key, (a, b, measure) in TRAIN_RATIOS.items()
+              if a in rows and b in rows}
+    return {"preset": preset, "batch": batch, "device": device, "variants": rows, **ratios}
 
 
 SCALING_LENGTHS = (5, 10, 20, 40, 80)  # clip seconds of the end-to-end scaling fit

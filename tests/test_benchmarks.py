@@ -102,3 +102,9 @@ def test_train_step_worker_measures_live_memory():
         rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
     assert rows["stgcma"]["step_seconds"] > 0 and rows["stgcma"]["peak_bytes"] > 50 * 2**20
     assert rows["stgcma_checkpointing"]["peak_bytes"] < 0.5 * rows["stgcma"]["peak_bytes"]
+
+
+def test_bench_train_names_an_unknown_variant(capsys):
+    assert cli_main(["bench", "train", "--preset", "vit-test", "--variants", "stgcma,lavsh"]) == 2
+    err = capsys.readouterr().err
+    assert "no training variant ['lavsh']" in err and "lavish_matched" in err

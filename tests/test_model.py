@@ -283,6 +283,17 @@ def test_bench_train_reports_every_variant_and_the_ratios():
                                                             / rows["lavish_matched"]["step_seconds"])
 
 
+def test_bench_train_times_only_the_variants_asked_for():
+    from stgcma.benchmarks import TRAIN_RATIOS, bench_train
+
+    result = bench_train("vit-test", batch=1, steps=1, rounds=2, only=["lavish_matched", "stgcma"])
+    assert list(result["variants"]) == ["stgcma", "lavish_matched"]
+    assert all(len(row["round_seconds"]) == 2 for row in result["variants"].values())
+    assert [k for k in TRAIN_RATIOS if k in result] == ["train_step_ratio_vs_lavish_matched"]
+    with pytest.raises(ValueError, match="no training variant \\['stgcma_compiled'\\]"):
+        bench_train("vit-test", only=["stgcma_compiled"])  # only with compile=True
+
+
 def test_lavish_matched_to_stgcma_parameters_on_swin():
     """Swin has one ratio per stage: every stage is widened by the same factor."""
     from stgcma.benchmarks import _trainable_count, lavish_matched_overrides

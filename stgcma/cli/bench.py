@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="model: torch.compile both encoders (the eager forward timed beside them); "
                              "train: add a torch.compile'd STG-CMA step")
+    parser.add_argument("--variants", default=None,
+                        help="train: only these variants, comma-separated (stgcma, stgcma_checkpointing, "
+                             "stgcma_checkpointing_3_4, lavish, linear_probe, full_finetune, lavish_matched, "
+                             "stgcma_compiled with --compile); the ratios of the pairs timed")
     parser.add_argument("--quick", action="store_true", help="all/e2e: fewer repeats and clip lengths (smoke run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -61,13 +65,20 @@ def run(args: argparse.Namespace) -> int:
         result = bench_cache(args.data, n=max(args.repeats, 8), step_preset=args.preset, batch=max(args.batch, 2),
                              device=args.device)
     elif args.what == "train":
-        result = benchmarks.bench_train(args.preset or "synth-vit", batch=args.batch, device=args.device,
-                                        compile=args.compile, rounds=args.rounds)
+        from stgcma.cli import UserError
+
+        only = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+        try:
+            result = benchmarks.bench_train(args.preset or "synth-vit", batch=args.batch, device=args.device,
+                                            compile=args.compile, rounds=args.rounds, only=only)
+        except ValueError as err:
+            raise UserError(str(err)) from None
         variants = result.pop("variants")
         if not args.json:
             for name, row in variants.items():
+                rounds = ", ".join(f"{t:.3f}" for t in row["round_seconds"])
                 print(f"{name:24s} {row['step_seconds']:8.3f} s/step {row['peak_bytes'] / 2**20:9.1f} MiB peak "
-                      f"{row['trainable'] / 1e6:8.3f}M trainable")
+                      f"{row['trainable'] / 1e6:8.3f}M trainable   rounds: {rounds}")
         else:
             result["variants"] = variants
     elif args.what == "synth":
