@@ -317,12 +317,22 @@ TRAIN_RATIOS: dict[str, tuple[str, str, str]] = {  # name -> (variant, over vari
     "checkpointing_3_4_memory_ratio": ("stgcma_checkpointing_3_4", "stgcma", "peak_bytes"),
     "checkpointing_3_4_time_ratio": ("stgcma_checkpointing_3_4", "stgcma", "step_seconds"),
     "compiled_step_ratio": ("stgcma_compiled", "stgcma", "step_seconds"),
+    "compiled_train_step_ratio_vs_lavish_matched": ("stgcma_compiled", "lavish_matched_compiled", "step_seconds"),
 }
 
 
 def train_variant_names(compile: bool = False) -> list[str]:
     """The variants ``bench_train`` times, in its order."""
-    return [*TRAIN_VARIANTS, "lavish_matched", *(["stgcma_compiled"] if compile else [])]
+    return [*TRAIN_VARIANTS, "lavish_matched", *(["stgcma_compiled", "lavish_matched_compiled"] if compile else [])]
+
+
+def train_variant_overrides(preset: str, names: list[str]) -> dict[str, dict[str, object]]:
+    """Each variant's model overrides (and ``compile``/``checkpointing`` keys) on ``preset``."""
+    overrides = {**TRAIN_VARIANTS, "stgcma_compiled": {"compile": True}}
+    if "lavish_matched" in names or "lavish_matched_compiled" in names:
+        matched = lavish_matched_overrides(preset)
+        overrides.update(lavish_matched=matched, lavish_matched_compiled={**matched, "compile": True})
+    return {name: overrides[name] for name in names}
 
 
 def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, rounds: int = 2,
@@ -330,7 +340,7 @@ def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, round
     """Training-step time and peak memory of STG-CMA vs LAVISH (at the preset's ratio, and widened to
     STG-CMA's trainable parameters: :func:`lavish_matched_overrides`), the linear probe, full fine-tuning
     and STG-CMA with activation checkpointing of every block and of 3 blocks in 4 (and, with
-    ``compile``, STG-CMA through ``torch.compile``); ``only``: just these variants.
+    ``compile``, STG-CMA and the widened LAVISH through ``torch.compile``); ``only``: just these variants.
 
     One fresh process per variant and round; rounds interleaved, every other one in reverse order (so
     a drift of the machine's speed weighs on no variant more than another); the minimum is kept, and
@@ -345,9 +355,7 @@ def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, round
     if unknown:
         raise ValueError(f"no training variant {unknown}; options: {names}")
     names = [n for n in names if only is None or n in only]
-    overrides = {**TRAIN_VARIANTS, "stgcma_compiled": {"compile": True}}
-    if "lavish_matched" in names:
-        overrides["lavish_matched"] = lavish_matched_overrides(preset)
+    overrides = train_variant_overrides(preset, names)
     rows: dict[str, dict] = {}
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:

@@ -294,6 +294,19 @@ def test_bench_train_times_only_the_variants_asked_for():
         bench_train("vit-test", only=["stgcma_compiled"])  # only with compile=True
 
 
+def test_compiled_variants_compare_like_with_like():
+    from stgcma.benchmarks import TRAIN_RATIOS, train_variant_names, train_variant_overrides
+
+    names = train_variant_names(compile=True)
+    assert names[-2:] == ["stgcma_compiled", "lavish_matched_compiled"]
+    assert "lavish_matched_compiled" not in train_variant_names()
+    overrides = train_variant_overrides("vit-test", names)
+    assert overrides["lavish_matched_compiled"] == {**overrides["lavish_matched"], "compile": True}
+    assert overrides["stgcma_compiled"] == {"compile": True}
+    assert TRAIN_RATIOS["compiled_train_step_ratio_vs_lavish_matched"][:2] == ("stgcma_compiled",
+                                                                              "lavish_matched_compiled")
+
+
 def test_lavish_matched_to_stgcma_parameters_on_swin():
     """Swin has one ratio per stage: every stage is widened by the same factor."""
     from stgcma.benchmarks import _trainable_count, lavish_matched_overrides

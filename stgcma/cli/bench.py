@@ -30,11 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default="default", help="e2e/all: the checkpoint analysed end to end")
     parser.add_argument("--compile", action="store_true",
                         help="model: torch.compile both encoders (the eager forward timed beside them); "
-                             "train: add a torch.compile'd STG-CMA step")
+                             "train: add torch.compile'd STG-CMA and widened-LAVISH steps")
     parser.add_argument("--variants", default=None,
                         help="train: only these variants, comma-separated (stgcma, stgcma_checkpointing, "
                              "stgcma_checkpointing_3_4, lavish, linear_probe, full_finetune, lavish_matched, "
-                             "stgcma_compiled with --compile); the ratios of the pairs timed")
+                             "and with --compile stgcma_compiled, lavish_matched_compiled); "
+                             "the ratios of the pairs timed")
     parser.add_argument("--quick", action="store_true", help="all/e2e: fewer repeats and clip lengths (smoke run)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
