@@ -160,8 +160,7 @@ def _trainable_count(preset: str, overrides: dict[str, object]) -> int:
     """Trainable parameters of ``preset`` with ``overrides`` (built without pretrained weights)."""
     from stgcma.model import create_model
 
-    model = create_model(preset, {"backbone.pretrained": None, **overrides})
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return create_model(preset, {"backbone.pretrained": None, **overrides}).parameter_counts()["trainable"]
 
 
 def lavish_matched_overrides(preset: str) -> dict[str, object]:
@@ -172,9 +171,9 @@ def lavish_matched_overrides(preset: str) -> dict[str, object]:
     just below a linear estimate) that gives LAVISH 1x to 1.05x STG-CMA's trainable parameters: the
     comparison at equal parameters.
     """
-    from stgcma.model import create_model
+    from stgcma.config import load_preset
 
-    ratio = create_model(preset, {"backbone.pretrained": None}).config.adapter.ratio
+    ratio = load_preset(preset).adapter.ratio
 
     def overrides(factor: float) -> dict[str, object]:
         scaled = [r * factor for r in ratio] if isinstance(ratio, list) else ratio * factor
@@ -368,7 +367,6 @@ def bench_train(preset: str = "synth-vit", batch: int = 2, steps: int = 3, round
             best["round_seconds"].append(row["step_seconds"])
             best["step_seconds"] = min(best["step_seconds"], row["step_seconds"])
             best["peak_bytes"] = min(best["peak_bytes"], row["peak_bytes"])
-    rows = {n: rows[n] for n in names}
     ratios = {key: rows[a][measure] / rows[b][measure] for key, (a, b, measure) in TRAIN_RATIOS.items()
               if a in rows and b in rows}
     return {"preset": preset, "batch": batch, "device": device, "variants": rows, **ratios}
