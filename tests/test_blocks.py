@@ -210,3 +210,32 @@ def test_rebuilt_qkv_is_not_held_when_the_time_attention_needs_no_gradient():
     y = x + adapter.up(hidden)
     frozen.qkv_after_update(qkv, x, y, hidden, adapter.fc2, None, handle).square().sum().backward()
     assert adapter.fc1.weight.grad is not None and handle.qkv is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_time_attention_is_the_softmax_attention_along_time(dtype):
+    """The attention along time (its own forward and backward passes, with a relative bias) gives SDPA's
+    values and gradients over the time-major q, k, v; bf16 input comes back as bf16, computed in float32."""
+    torch.manual_seed(0)
+    batch, frames, tokens, heads, d = 2, 5, 3, 4, 8
+    qkv = torch.randn(batch * frames, tokens, 3 * heads * d, dtype=torch.float64)
+    bias = torch.randn(heads, frames, frames, dtype=torch.float64)
+    frozen = build_trunk(BackboneConfig(name="clip-test")).blocks[0]
+    frozen.attn.num_heads = heads
+    grads = {}
+    for name in ("ours", "sdpa"):
+        x = qkv.to(dtype if name == "ours" else torch.float64, copy=True).requires_grad_(True)
+        b = bias.clone().requires_grad_(True)
+        if name == "ours":
+            out = frozen.attn.attend_qkv_time(x, frames, b)
+        else:
+            q, k, v = x.reshape(batch, frames, tokens, 3, heads, d).permute(3, 0, 2, 4, 1, 5)  # (B, N, heads, T, d)
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=b)
+            out = out.transpose(2, 3).reshape(batch * tokens, frames, heads * d)  # (B*N, T, D)
+        assert out.dtype == x.dtype and out.shape == (batch * tokens, frames, heads * d)
+        out.backward(torch.cos(torch.arange(out.numel(), dtype=torch.float64)).reshape(out.shape).to(out.dtype))
+        assert x.grad.dtype == x.dtype
+        grads[name] = (out.double(), x.grad.double(), b.grad)
+    tol = {"atol": 1e-10, "rtol": 1e-10} if dtype == torch.float64 else {"atol": 0.05, "rtol": 0.05}
+    for ours, reference in zip(grads["ours"], grads["sdpa"], strict=True):
+        torch.testing.assert_close(ours, reference, **tol)
