@@ -176,8 +176,10 @@ def _time_major(qkv: torch.Tensor, frames: int, heads: int) -> torch.Tensor:
     BT, N, D3 = qkv.shape
     d = D3 // (3 * heads)
     dtype = torch.promote_types(qkv.dtype, torch.float32)
-    t = qkv.view(BT // frames, frames, N, 3, heads, d).permute(3, 0, 2, 4, 1, 5)  # (3, B, N, heads, T, d)
-    return t.to(dtype).reshape(3, -1, frames, d)
+    time_major = qkv.new_empty(3, BT // frames, N, heads, frames, d, dtype=dtype)
+    frame_major = qkv.reshape(BT // frames, frames, N, 3, heads, d)
+    time_major.copy_(frame_major.permute(3, 0, 2, 4, 1, 5))  # (3, B, N, heads, T, d)
+    return time_major.view(3, -1, frames, d)
 
 
 def _time_weights(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None, heads: int) -> torch.Tensor:
