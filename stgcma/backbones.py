@@ -273,6 +273,14 @@ class _TimeAttention(torch.autograd.Function):
         return grad_qkv.to(qkv.dtype), None, None, grad_bias, None
 
 
+def _add_correction(base: torch.Tensor, inputs: torch.Tensor, columns: torch.Tensor,
+                    alpha: float = 1.0) -> torch.Tensor:
+    """base += alpha * inputs @ columns^T, in place: the correction's rank-(h+2) term on a contiguous
+    (B*T, N, 3D) base, inputs (B*T, N, h+2), columns (3D, h+2). Returns base."""
+    base.view(-1, base.shape[-1]).addmm_(inputs.reshape(-1, inputs.shape[-1]), columns.T, alpha=alpha)
+    return base
+
+
 class _Reproject(torch.autograd.Function):
     """qkv(y) = inputs @ columns^T + ratio * qkv(x) (``SharedQKV.qkv_after_update``'s last step).
 
@@ -284,8 +292,7 @@ class _Reproject(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, inputs: torch.Tensor, columns: torch.Tensor, ratio: torch.Tensor,
                 handle: QKVHandle) -> torch.Tensor:
-        out = qkv * ratio
-        out.view(-1, out.shape[-1]).addmm_(inputs.reshape(-1, inputs.shape[-1]), columns.T)  # one fresh tensor
+        out = _add_correction(qkv * ratio, inputs, columns)  # one fresh tensor
         ctx.save_for_backward(out, inputs, columns, ratio)
         ctx.handle = handle
         return out
@@ -293,8 +300,7 @@ class _Reproject(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         out, inputs, columns, ratio = ctx.saved_tensors
-        flat = out.view(-1, out.shape[-1]).addmm(inputs.reshape(-1, inputs.shape[-1]), columns.T, alpha=-1)
-        qkv = flat.view_as(out).div_(ratio)  # qkv(x), rebuilt
+        qkv = _add_correction(out.clone(), inputs, columns, alpha=-1).div_(ratio)  # qkv(x), rebuilt
         grad_ratio = (grad * qkv).sum(-1, keepdim=True) if ctx.needs_input_grad[3] else None
         ctx.handle.give(qkv)
         grad_qkv = grad * ratio if ctx.needs_input_grad[0] else None
@@ -502,8 +508,7 @@ class SharedQKV:
         columns, ratio = columns.to(qkv.dtype), ratio.to(qkv.dtype)
         if not torch.is_grad_enabled() and qkv.is_contiguous():
             # Inference: qkv(x) is not read again, so qkv(y) overwrites it; no fresh (tokens, 3D) tensor.
-            qkv.mul_(ratio).view(-1, qkv.shape[-1]).addmm_(inputs.reshape(-1, inputs.shape[-1]), columns.T)
-            return qkv
+            return _add_correction(qkv.mul_(ratio), inputs, columns)
         if handle is None:
             return torch.addcmul(F.linear(inputs, columns), qkv, ratio)
         return _Reproject.apply(qkv, inputs, columns, ratio, handle)
